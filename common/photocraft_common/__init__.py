@@ -1,0 +1,1 @@
+"""Contracts, settings and clients shared by every Photocraft service."""

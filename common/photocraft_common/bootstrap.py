@@ -1,0 +1,65 @@
+"""``photocraft-bootstrap``: create the platform's Kafka topics and S3 bucket.
+
+Idempotent: what exists already is left as it is. Run once per environment
+before the services start (``make up`` does; so does the Helm install hook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from botocore.exceptions import ClientError
+
+from .operations import OPERATIONS
+from .settings import PlatformSettings
+from .storage import make_client
+from .topics import TopicSpec, platform_topics
+
+log = logging.getLogger("photocraft.bootstrap")
+
+
+async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics of ``specs`` that do not exist; returns their names."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="photocraft-bootstrap")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+                     topic_configs={"retention.ms": str(s.retention_ms)})
+            for s in specs if s.name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def ensure_bucket(settings: PlatformSettings) -> bool:
+    """Create the bucket if it is missing; True when it was created."""
+    client = make_client(settings.s3)
+    try:
+        client.head_bucket(Bucket=settings.s3.bucket)
+        return False
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    client.create_bucket(Bucket=settings.s3.bucket)
+    return True
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = PlatformSettings()
+    models = sorted({m for op in OPERATIONS.values() for m in op.models})
+    created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, platform_topics(models)))
+    log.info("topics created: %s", ", ".join(created) or "none (all exist)")
+    log.info("bucket %s: %s", settings.s3.bucket,
+             "created" if ensure_bucket(settings) else "exists")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Settings every service reads from the environment.
+
+Variables start with ``PHOTOCRAFT_`` and nest with ``__``, for example
+``PHOTOCRAFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or
+``PHOTOCRAFT_S3__ENDPOINT_URL=https://s3.eu-west-1.amazonaws.com``.
+The defaults point at the local stack that ``make up`` starts on 127.0.0.1;
+its S3 credentials are for that stack only.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Seconds a consumer may stay silent before its partitions go to another
+    # member of its consumer group.
+    session_timeout_s: float = 10.0
+
+
+class S3Settings(BaseModel):
+    # None means AWS S3 itself; any S3-compatible server works (SeaweedFS, MinIO).
+    endpoint_url: str | None = "http://127.0.0.1:8333"
+    # Host that clients reach for presigned URLs, when it differs from endpoint_url.
+    public_endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretStr = SecretStr("photocraft-local")
+    secret_access_key: SecretStr = SecretStr("photocraft-local-secret")
+    bucket: str = "photocraft"
+    presigned_url_expiry_s: int = 6 * 3600
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+class TritonSettings(BaseModel):
+    grpc_url: str = "127.0.0.1:8001"
+    # Seconds one inference request may take before it is abandoned and retried.
+    infer_timeout_s: float = 120.0
+
+
+class PlatformSettings(BaseSettings):
+    """Connection settings shared by all services; each service extends it."""
+
+    model_config = SettingsConfigDict(env_prefix="PHOTOCRAFT_", env_nested_delimiter="__")
+
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    redis: RedisSettings = RedisSettings()
+    # Seconds a job's record and event log are kept in Redis.
+    job_ttl_s: int = 2 * 24 * 3600
+    log_level: str = "INFO"

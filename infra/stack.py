@@ -1,0 +1,179 @@
+"""Start, stop and inspect the local platform (run by make up / make down / make status).
+
+    python infra/stack.py up       infrastructure, then topics and bucket, then services
+    python infra/stack.py down     stop everything that was started, by PID
+    python infra/stack.py status
+
+Processes run under supervisord (infra/supervisord.conf); its PID is in
+var/run/supervisord.pid and it tracks its children's PIDs. ``up`` returns once
+every part answers, ``down`` once supervisord and its children have exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis
+from aiokafka.admin import AIOKafkaAdminClient
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from photocraft_common.settings import S3Settings
+from photocraft_common.storage import make_client
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+CONF = ROOT / "infra" / "supervisord.conf"
+PIDFILE = VAR / "run" / "supervisord.pid"
+BIN = Path(sys.executable).parent
+
+# Every port the stack listens on, all on 127.0.0.1.
+PORTS = {
+    "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
+    "triton": [8000, 8001, 8002], "gateway": [8080], "notifier": [8081],
+}
+
+
+def supervisorctl(*args: str, check: bool = True) -> str:
+    result = subprocess.run([BIN / "supervisorctl", "-c", CONF, *args],
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise SystemExit(f"supervisorctl {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def supervisord_pid() -> int | None:
+    try:
+        pid = int(PIDFILE.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def log_tail(name: str, lines: int = 30) -> str:
+    path = VAR / "log" / f"{name}.log"
+    if not path.exists():
+        return f"(no {path})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(name: str, check, timeout_s: float = 180) -> None:
+    """Poll ``check`` until it returns without raising; exit with the log's tail if it never does."""
+    started = time.monotonic()
+    try:
+        for attempt in Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5), reraise=True):
+            with attempt:
+                check()
+    except Exception as exc:
+        raise SystemExit(f"{name} did not become ready in {timeout_s:.0f} s: {exc!r}\n"
+                         f"--- var/log/{name}.log ---\n{log_tail(name)}") from None
+    print(f"  {name:<16} ready ({time.monotonic() - started:.1f} s)")
+
+
+def check_kafka() -> None:
+    """A metadata request answered by the broker means it is serving."""
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:9092", request_timeout_ms=3000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+    asyncio.run(probe())
+
+
+def check_http(url: str):
+    def check() -> None:
+        httpx.get(url, timeout=2).raise_for_status()
+    return check
+
+
+def check_s3() -> None:
+    make_client(S3Settings()).list_buckets()
+
+
+def up() -> None:
+    if supervisord_pid() is None:
+        busy = [f"{port} ({name})" for name, ports in PORTS.items() for port in ports if port_in_use(port)]
+        if busy:
+            raise SystemExit("these ports are taken by processes the stack did not start: "
+                             + ", ".join(busy) + "; stop them first")
+        for sub in ("log", "run", "redis", "s3", "kafka/data"):
+            (VAR / sub).mkdir(parents=True, exist_ok=True)
+        subprocess.run([BIN / "supervisord", "-c", CONF], check=True)
+        wait_for("supervisord", lambda: supervisorctl("pid"), timeout_s=15)
+    print("infrastructure:")
+    supervisorctl("start", "infra:*", check=False)
+    wait_for("redis", lambda: redis.Redis(host="127.0.0.1", port=6379).ping())
+    wait_for("s3", check_s3)
+    wait_for("kafka", check_kafka)
+    wait_for("triton", check_http("http://127.0.0.1:8000/v2/health/ready"))
+    subprocess.run([BIN / "photocraft-bootstrap"], check=True)
+    print("services:")
+    supervisorctl("start", "services:*", check=False)
+    wait_for("gateway", check_http("http://127.0.0.1:8080/readyz"))
+    wait_for("notifier", check_http("http://127.0.0.1:8081/healthz"))
+    print(supervisorctl("status", check=False), end="")
+    print("platform up: gateway http://127.0.0.1:8080 (API docs /docs), "
+          "notifier ws://127.0.0.1:8081; logs in var/log/")
+
+
+def down() -> None:
+    pid = supervisord_pid()
+    if pid is None:
+        print("platform is not running")
+        return
+    children = [int(p) for p in supervisorctl("pid", "all", check=False).split() if p.isdigit() and p != "0"]
+    os.kill(pid, signal.SIGTERM)  # supervisord stops every child, then exits
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(alive(p) for p in [pid, *children]):
+        time.sleep(0.3)
+    left = [p for p in [pid, *children] if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    print(f"platform stopped ({len(children)} processes{', killed: ' + str(left) if left else ''})")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited already
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def status() -> None:
+    if supervisord_pid() is None:
+        print("platform is not running")
+    else:
+        print(supervisorctl("status", check=False), end="")
+
+
+def main() -> None:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # connection refused while Kafka starts
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    {"up": up, "down": down, "status": status}[parser.parse_args().command]()
+
+
+if __name__ == "__main__":
+    main()

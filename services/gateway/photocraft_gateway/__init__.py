@@ -1,0 +1,1 @@
+"""The gateway: Photocraft's HTTP API for clients."""

@@ -1,0 +1,1 @@
+"""gpu-inference: workers that run stages on NVIDIA Triton Inference Server."""

@@ -1,0 +1,1 @@
+"""The notifier: job events to clients over WebSockets."""

@@ -1,0 +1,47 @@
+"""JobEvents as the JSON messages clients receive.
+
+Every message has ``seq`` (the job's event number, from 1), ``type``,
+``job_id`` and ``time`` (ISO 8601, UTC), plus the fields of its type::
+
+    received         operation, input {content_type, width, height, size_bytes}
+    queued           lane
+    started          stage, worker_id
+    progress         stage, percent (0-100, whole job), message
+    stage_completed  stage
+    completed        result_url, results [{url, content_type, width, height, size_bytes}], warnings
+    failed           code, message, stage
+    cancelled        reason
+"""
+
+from __future__ import annotations
+
+from google.protobuf.json_format import MessageToDict
+
+from photocraft_common.contracts import JobEvent, ObjectRef, to_datetime
+from photocraft_common.storage import ObjectStore
+
+TERMINAL_TYPES = frozenset({"completed", "failed", "cancelled"})
+
+
+def _image(ref: ObjectRef) -> dict:
+    return {"content_type": ref.content_type, "width": ref.width, "height": ref.height,
+            "size_bytes": ref.size_bytes}
+
+
+def render(seq: int, event: JobEvent, store: ObjectStore) -> dict:
+    kind = event.WhichOneof("kind")
+    body = getattr(event, kind)
+    message = {"seq": seq, "type": kind, "job_id": event.job_id,
+               "time": to_datetime(event.time).isoformat()}
+    if kind == "received":
+        message.update(operation=body.operation, input=_image(body.input))
+    elif kind == "stage_completed":
+        message.update(stage=body.stage)
+    elif kind == "completed":
+        results = [{"url": store.presigned_get_url(ref), **_image(ref)} for ref in body.results]
+        message.update(result_url=results[0]["url"] if results else None, results=results,
+                       warnings=list(body.warnings))
+    else:
+        message.update(MessageToDict(body, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True))
+    return message

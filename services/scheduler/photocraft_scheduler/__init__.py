@@ -1,0 +1,1 @@
+"""The scheduler: from submitted jobs to stage tasks, and from task results to job events."""

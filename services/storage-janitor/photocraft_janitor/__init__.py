@@ -1,0 +1,1 @@
+"""storage-janitor: users' photos are deleted once they are older than the TTL (24 h)."""

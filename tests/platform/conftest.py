@@ -1,0 +1,46 @@
+"""Fixtures for tests against the running platform (``make up``): real Kafka,
+Redis, SeaweedFS, Triton and every service, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from skimage import data as samples
+
+from photocraft_common.settings import PlatformSettings
+from photocraft_common.storage import make_client
+
+from .helpers import GATEWAY
+
+
+@pytest.fixture(scope="session")
+def settings() -> PlatformSettings:
+    return PlatformSettings()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def platform_is_up() -> None:
+    try:
+        httpx.get(f"{GATEWAY}/readyz", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(f"the platform is not running ({exc!r}); start it with `make up`", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def s3(settings):
+    return make_client(settings.s3)
+
+
+@pytest.fixture
+async def gateway():
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """scikit-image's astronaut: a 512x512 RGB portrait (NASA, public domain)."""
+    return samples.astronaut()
+
+

@@ -1,0 +1,72 @@
+"""Talking to the running platform the way a client does, plus a few probes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import websockets
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from PIL import Image
+
+from photocraft_common.settings import PlatformSettings
+
+GATEWAY = "http://127.0.0.1:8080"
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def supervisorctl(*args: str) -> str:
+    """Control the platform's processes (see infra/supervisord.conf)."""
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run([bin_dir / "supervisorctl", "-c", ROOT / "infra" / "supervisord.conf", *args],
+                            capture_output=True, text=True, check=False)
+    return result.stdout
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def submit(gateway: httpx.AsyncClient, content: bytes, filename: str = "photo.png",
+                 operation: str = "remove-background", params: str | None = None) -> httpx.Response:
+    form = {"operation": operation, **({"params": params} if params is not None else {})}
+    return await gateway.post("/v1/jobs", files={"file": (filename, content)}, data=form)
+
+
+async def events_until(job: dict, stop: set[str] = TERMINAL, timeout_s: float = 120) -> list[dict]:
+    """Read the job's WebSocket until an event whose type is in ``stop``; heartbeats are left out."""
+    received: list[dict] = []
+
+    async def read() -> None:
+        async with websockets.connect(f"{job['events_url']}?token={job['token']}") as socket:
+            async for raw in socket:
+                event = json.loads(raw)
+                if event["type"] == "heartbeat":
+                    continue
+                received.append(event)
+                if event["type"] in stop:
+                    return
+
+    await asyncio.wait_for(read(), timeout_s)
+    return received
+
+
+async def end_offsets(settings: PlatformSettings, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in consumer.partitions_for_topic(topic) or ()]
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,79 @@
+"""A real photo through the whole platform: gateway, Kafka, scheduler, Triton, S3, notifier."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+from PIL import Image
+from skimage import data as samples
+
+from .helpers import events_until, png_bytes, submit
+
+
+async def test_remove_background_end_to_end(gateway, astronaut):
+    response = await submit(gateway, png_bytes(astronaut), "astronaut.png")
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["events_url"] == f"ws://127.0.0.1:8081/v1/jobs/{job['job_id']}/events"
+
+    events = await events_until(job)
+    types = [e["type"] for e in events]
+    assert types[0] == "received" and types[-1] == "completed", types
+    assert {"queued", "started", "progress", "stage_completed"} <= set(types)
+    assert types.index("queued") < types.index("started") < types.index("progress")
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    percents = [e["percent"] for e in events if e["type"] == "progress"]
+    assert percents == sorted(percents) and percents[0] > 0 and percents[-1] <= 100
+
+    status = await gateway.get(f"/v1/jobs/{job['job_id']}",
+                               headers={"Authorization": f"Bearer {job['token']}"})
+    assert status.status_code == 200
+    view = status.json()
+    assert view["status"] == "completed" and view["operation"] == "remove-background"
+    assert view["result_url"] == view["results"][0]["url"]
+
+    result = httpx.get(events[-1]["result_url"], timeout=30)
+    assert result.status_code == 200
+    image = Image.open(io.BytesIO(result.content))
+    assert image.format == "PNG" and image.mode == "RGBA" and image.size == (512, 512)
+    rgba = np.asarray(image)
+    assert np.array_equal(rgba[..., :3], astronaut), "colour channels must be the input's"
+    alpha = rgba[..., 3].astype(float)
+    # Background: the two top corners (studio backdrop). Subject: the face.
+    assert alpha[:40, :40].mean() < 10 and alpha[:40, -40:].mean() < 10
+    assert alpha[90:180, 180:240].mean() > 245
+    # A real mask, not a constant: a large share of the picture is background.
+    assert 0.2 < (alpha < 128).mean() < 0.6
+
+
+async def test_job_status_needs_the_jobs_token(gateway, astronaut):
+    job = (await submit(gateway, png_bytes(astronaut[::4, ::4]))).json()
+    url = f"/v1/jobs/{job['job_id']}"
+
+    missing = await gateway.get(url)
+    wrong = await gateway.get(url, headers={"Authorization": "Bearer not-the-token"})
+    unknown = await gateway.get("/v1/jobs/0123456789abcdef", headers={"Authorization": "Bearer x"})
+
+    assert (missing.status_code, wrong.status_code, unknown.status_code) == (401, 403, 404)
+    for response in (missing, wrong, unknown):
+        assert response.headers["content-type"] == "application/problem+json"
+    await events_until(job)  # let it finish before the next test
+
+
+async def test_portrait_against_the_sky_from_a_grayscale_jpeg(gateway):
+    """scikit-image's cameraman: a grayscale portrait with a plain sky behind him."""
+    buffer = io.BytesIO()
+    Image.fromarray(samples.camera()).save(buffer, format="JPEG", quality=90)
+    job = (await submit(gateway, buffer.getvalue(), "camera.jpg")).json()
+
+    events = await events_until(job)
+
+    assert events[-1]["type"] == "completed", events[-1]
+    image = Image.open(io.BytesIO(httpx.get(events[-1]["result_url"], timeout=30).content))
+    assert image.mode == "RGBA" and image.size == (512, 512)
+    alpha = np.asarray(image)[..., 3].astype(float)
+    assert alpha[:60, :60].mean() < 5 and alpha[:60, -60:].mean() < 5  # sky
+    assert alpha[110:180, 185:235].mean() > 240  # face
