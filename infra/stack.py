@@ -147,6 +147,9 @@ def down() -> None:
     for p in left:
         os.kill(p, signal.SIGKILL)
     print(f"platform stopped ({len(children)} processes{', killed: ' + str(left) if left else ''})")
+    held = [port for ports in PORTS.values() for port in ports if port_in_use(port)]
+    if held:
+        raise SystemExit(f"ports still in use after stopping: {held}")
 
 
 def alive(pid: int) -> bool:
