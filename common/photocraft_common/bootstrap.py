@@ -12,7 +12,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.exceptions import ClientError
 
-from .operations import OPERATIONS
+from .operations import MODELS
 from .settings import PlatformSettings
 from .storage import make_client
 from .topics import TopicSpec, platform_topics
@@ -54,8 +54,7 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = PlatformSettings()
-    models = sorted({m for op in OPERATIONS.values() for m in op.models})
-    created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, platform_topics(models)))
+    created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, platform_topics(list(MODELS))))
     log.info("topics created: %s", ", ".join(created) or "none (all exist)")
     log.info("bucket %s: %s", settings.s3.bucket,
              "created" if ensure_bucket(settings) else "exists")

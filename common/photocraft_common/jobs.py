@@ -64,8 +64,10 @@ class JobRecord(BaseModel):
     params_json: str = "{}"
     input: ObjectRef | None = None
     results: list[ObjectRef] = []
+    warnings: list[str] = []
     error_code: str = ""
     error_message: str = ""
+    error_stage: str = ""
     created_at: float  # Unix time, seconds
     updated_at: float
     token_sha256: str = ""
@@ -103,19 +105,24 @@ class JobStore:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         results = fields.pop("results", "")
         input_json = fields.pop("input", "")
+        warnings = fields.pop("warnings", "")
         return JobRecord(
             **fields,
             input=ref_from_json(input_json) if input_json else None,
             results=[ref_from_json(line) for line in results.splitlines()],
+            warnings=warnings.splitlines(),
         )
 
     async def set_status(self, job_id: str, status: JobStatus, *, results: list[ObjectRef] = (),
-                         error_code: str = "", error_message: str = "") -> bool:
+                         warnings: list[str] = (), error_code: str = "", error_message: str = "",
+                         error_stage: str = "") -> bool:
         """Move a job to ``status``; False when the job had already ended (or is unknown)."""
         fields: dict[str, str | float] = {"status": status.value, "updated_at": time.time()}
         if results:
             fields["results"] = "\n".join(ref_to_json(ref) for ref in results)
+        if warnings:
+            fields["warnings"] = "\n".join(w.replace("\n", " ") for w in warnings)
         if error_code:
-            fields["error_code"], fields["error_message"] = error_code, error_message
+            fields.update(error_code=error_code, error_message=error_message, error_stage=error_stage)
         args = [item for pair in fields.items() for item in pair]
         return await self._transition(keys=[job_key(job_id)], args=args) == 1

@@ -1,9 +1,12 @@
 """Object storage through boto3, so AWS S3, MinIO and SeaweedFS all work.
 
-Key layout, per tenant and job::
+Key layout, per tenant::
 
-    <tenant_id>/<job_id>/input/original.<ext>   the upload, byte for byte
-    <tenant_id>/<job_id>/stages/<stage>.<ext>   each stage's output
+    <tenant_id>/<job_id>/input/original.<ext>   an upload, byte for byte
+    <tenant_id>/<job_id>/stages/<stage>.<ext>   a stage's output, for this job only
+    <tenant_id>/cache/<model>/<output_id>.<ext> a stage's output that later jobs may reuse
+    <output key minus extension>.mask.png       the mask a stage made, if any
+    <output key minus extension>.manifest.json  the stage's TaskOutput, written last
 
 The storage-janitor deletes every object once it is older than its TTL.
 """
@@ -11,12 +14,15 @@ The storage-janitor deletes every object once it is older than its TTL.
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.exceptions import ClientError
+from google.protobuf import json_format
 
-from .contracts import ObjectRef
+from .contracts import ObjectRef, TaskOutput
 from .settings import S3Settings
 
 
@@ -24,8 +30,9 @@ def input_key(tenant_id: str, job_id: str, extension: str) -> str:
     return f"{tenant_id}/{job_id}/input/original.{extension}"
 
 
-def stage_key(tenant_id: str, job_id: str, stage: str, extension: str) -> str:
-    return f"{tenant_id}/{job_id}/stages/{stage}.{extension}"
+def sibling_key(output_key: str, suffix: str) -> str:
+    """``a/b/c.png`` with suffix ``mask.png`` -> ``a/b/c.mask.png``."""
+    return f"{output_key.rsplit('.', 1)[0]}.{suffix}"
 
 
 def make_client(settings: S3Settings, endpoint_url: str | None = None) -> BaseClient:
@@ -72,6 +79,40 @@ class ObjectStore:
     async def get(self, ref: ObjectRef) -> bytes:
         response = await asyncio.to_thread(self.client.get_object, Bucket=ref.bucket, Key=ref.key)
         return await asyncio.to_thread(response["Body"].read)
+
+    async def write_manifest(self, output_key: str, output: TaskOutput) -> None:
+        """Record a stage's output; written after its objects, so it proves they are complete."""
+        body = json_format.MessageToJson(output).encode()
+        await self.put(sibling_key(output_key, "manifest.json"), body, "application/json")
+
+    async def read_manifest(self, output_key: str) -> TaskOutput | None:
+        """The TaskOutput recorded for ``output_key``, or None when there is none."""
+        key = sibling_key(output_key, "manifest.json")
+        try:
+            response = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        body = await asyncio.to_thread(response["Body"].read)
+        return json_format.Parse(body, TaskOutput())
+
+    async def touch(self, keys: list[str]) -> bool:
+        """Reset the age of objects (copy each onto itself), so that reuse keeps them alive.
+
+        False when one of them no longer exists (the janitor got there first).
+        """
+        for key in keys:
+            try:
+                await asyncio.to_thread(
+                    self.client.copy_object, Bucket=self.bucket, Key=key, MetadataDirective="REPLACE",
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    ContentType=mimetypes.guess_type(key)[0] or "application/octet-stream")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return False
+                raise
+        return True
 
     def presigned_get_url(self, ref: ObjectRef) -> str:
         """A time-limited GET URL for ``ref`` (no network call)."""

@@ -70,3 +70,25 @@ async def end_offsets(settings: PlatformSettings, topics: list[str]) -> dict[Top
         return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
+
+
+async def job_events(gateway: httpx.AsyncClient, operation: str, params: dict | None = None,
+                     photo: bytes | None = None, timeout_s: float = 240) -> list[dict]:
+    """Submit a job (202 expected) and return all its events, the terminal one last."""
+    files = {"file": ("photo.png", photo)} if photo is not None else None
+    form = {"operation": operation, "params": json.dumps(params or {})}
+    response = await gateway.post("/v1/jobs", files=files, data=form)
+    assert response.status_code == 202, response.text
+    return await events_until(response.json(), timeout_s=timeout_s)
+
+
+def download(result: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(httpx.get(result["url"], timeout=60).raise_for_status().content))
+    image.load()
+    return image
+
+
+def models_tool(*args: str) -> None:
+    """Run a models/ script (weights.py, checkpoints.py) in the Triton model environment."""
+    subprocess.run([ROOT / ".venv-triton" / "bin" / "python", ROOT / "models" / args[0], *args[1:]],
+                   check=True, capture_output=True)

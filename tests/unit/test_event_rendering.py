@@ -20,7 +20,9 @@ from photocraft_notifier.render import TERMINAL_TYPES, render
 
 STORE = ObjectStore(S3Settings())  # presigning needs no server
 REF = ObjectRef(bucket="photocraft", key="t/j/stages/segment.png", content_type="image/png",
-                size_bytes=1234, width=640, height=480)
+                size_bytes=1234, width=640, height=480, role="image")
+MASK = ObjectRef(bucket="photocraft", key="t/j/stages/segment.mask.png", content_type="image/png",
+                 size_bytes=99, width=640, height=480, role="mask")
 
 
 def event(**kind) -> JobEvent:
@@ -34,13 +36,18 @@ def test_common_fields():
     assert (message["stage"], message["percent"], message["message"]) == ("segment", 42.5, "half")
 
 
-def test_completed_carries_presigned_urls_and_no_storage_keys():
-    message = render(9, event(completed=Completed(results=[REF])), STORE)
+def test_completed_carries_presigned_urls_roles_and_warnings():
+    message = render(9, event(completed=Completed(results=[REF, MASK], warnings=["w"])), STORE)
     url = urlparse(message["result_url"])
     assert url.path == "/photocraft/t/j/stages/segment.png" and "X-Amz-Signature" in url.query
-    assert message["results"] == [{"url": message["result_url"], "content_type": "image/png",
-                                   "width": 640, "height": 480, "size_bytes": 1234}]
+    assert message["results"][0] == {"url": message["result_url"], "role": "image", "content_type": "image/png",
+                                     "width": 640, "height": 480, "size_bytes": 1234}
+    assert message["results"][1]["role"] == "mask" and message["warnings"] == ["w"]
     assert message["type"] in TERMINAL_TYPES
+
+
+def test_received_without_a_photo_has_no_input():
+    assert render(1, event(received=Received(operation="text-to-image")), STORE)["input"] is None
 
 
 def test_received_and_stage_completed_hide_bucket_and_key():

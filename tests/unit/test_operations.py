@@ -1,58 +1,115 @@
-"""The operation catalogue and the stage graph of a recipe."""
+"""The operation catalogue: typed parameters and the recipes they produce."""
 
 from __future__ import annotations
 
 import pytest
 
 from photocraft_common.operations import (
+    MODELS,
     OPERATIONS,
-    Operation,
-    RemoveBackgroundParams,
-    Stage,
     UnknownOperation,
     ValidationError,
     get_operation,
+    parse_params,
 )
+
+EXAMPLES = [
+    ("enhance", {}), ("enhance", {"scale": 4, "denoise": 0}), ("enhance", {"scale": 1}),
+    ("remove-background", {}), ("remove-background", {"subject": "person", "background": {"type": "blur"}}),
+    ("retouch", {"teeth": 1}), ("restore", {}), ("restore", {"upscale": 2, "faces": False, "colorize": False}),
+    ("colorize", {}), ("text-to-image", {"prompt": "a lighthouse at dusk"}),
+]
+
+
+def stages(operation: str, params: dict):
+    return get_operation(operation).stages(parse_params(operation, params))
 
 
 def test_unknown_operation_names_the_known_ones():
     with pytest.raises(UnknownOperation, match="remove-background"):
-        get_operation("paint-a-moustache")
+        parse_params("paint-a-moustache", {})
 
 
-def test_every_operation_has_stages_on_named_models():
-    for operation in OPERATIONS.values():
-        assert operation.stages and all(stage.model for stage in operation.stages)
-        names = [stage.name for stage in operation.stages]
-        assert len(names) == len(set(names))
-        assert all(set(stage.needs) <= set(names) for stage in operation.stages)
+@pytest.mark.parametrize(("operation", "params"), EXAMPLES)
+def test_recipes_are_well_formed(operation, params):
+    recipe = stages(operation, params)
+    names = [s.name for s in recipe]
+    assert len(names) == len(set(names))
+    for position, stage in enumerate(recipe):
+        assert stage.models and set(stage.models) <= set(MODELS)
+        assert set(stage.needs) <= set(names[:position]), "a stage may only need earlier stages"
+        assert not stage.decided_by or stage.decided_by in names[:position]
 
 
-@pytest.mark.parametrize("raw", [None, "", "{}", {}])
-def test_remove_background_takes_empty_params(raw):
-    assert get_operation("remove-background").parse_params(raw or None) == RemoveBackgroundParams()
+def test_every_operation_is_covered_by_an_example():
+    assert {op for op, _ in EXAMPLES} == set(OPERATIONS)
 
 
-def test_params_reject_unknown_fields_and_non_objects():
-    operation = get_operation("remove-background")
+def test_enhance_recipe_follows_its_parameters():
+    assert [(s.name, s.models) for s in stages("enhance", {"scale": 2})] == [
+        ("denoise", ("oidn",)), ("upscale", ("waifu2x_photo",)), ("tone", ("tone",))]
+    no_denoise_x4 = stages("enhance", {"scale": 4, "denoise": 0})
+    assert [s.models[0] for s in no_denoise_x4] == ["realesrgan_x4plus", "tone"]
+    assert no_denoise_x4[1].needs == ("upscale",)
+    assert [s.name for s in stages("enhance", {"scale": 1})] == ["denoise", "tone"]
+
+
+def test_restore_is_decided_by_its_analysis_and_prefers_gfpgan_for_faces():
+    recipe = {s.name: s for s in stages("restore", {"upscale": 2})}
+    assert list(recipe) == ["analyze", "denoise", "dejpeg", "descratch", "upscale", "faces", "colorize", "tone"]
+    assert recipe["faces"].models == ("gfpgan", "retouch") and recipe["colorize"].optional
+    assert {n for n, s in recipe.items() if s.decided_by == "analyze"} == {
+        "denoise", "dejpeg", "descratch", "faces", "colorize", "tone"}
+
+
+def test_missing_models_ignores_optional_stages_and_accepts_alternatives():
+    restore = get_operation("restore")
+    everything_but_gfpgan_and_colorize = set(MODELS) - {"gfpgan", "colorize_eccv16"}
+    assert restore.missing_models(parse_params("restore", {}), everything_but_gfpgan_and_colorize) == []
+    colorize = get_operation("colorize")
+    assert colorize.missing_models(parse_params("colorize", {}), everything_but_gfpgan_and_colorize) == [
+        "colorize_eccv16"]
+
+
+def test_background_is_a_discriminated_union():
+    segment = stages("remove-background", {"background": {"type": "color", "color": "#00ff00"}})[0]
+    assert segment.params["background"] == {"type": "color", "color": "#00ff00"}
     with pytest.raises(ValidationError):
-        operation.parse_params('{"colour": "red"}')
+        parse_params("remove-background", {"background": {"type": "color", "color": "green"}})
+    with pytest.raises(ValidationError):
+        parse_params("remove-background", {"background": {"type": "plaid"}})
+
+
+@pytest.mark.parametrize(("operation", "params"), [
+    ("remove-background", {"colour": "red"}),
+    ("remove-background", {"output": {"format": "jpeg"}}),  # transparency needs png or webp
+    ("enhance", {"scale": 3}),
+    ("enhance", {"denoise": 1.5}),
+    ("retouch", {"skin": -0.1}),
+    ("text-to-image", {}),
+    ("text-to-image", {"prompt": "x", "width": 500}),
+    ("text-to-image", {"prompt": "x", "width": 2048, "height": 1024}),
+    ("text-to-image", {"prompt": "x", "steps": 0}),
+])
+def test_bad_parameters_are_refused(operation, params):
+    with pytest.raises(ValidationError):
+        parse_params(operation, params)
+
+
+def test_params_must_be_a_json_object():
     with pytest.raises(ValueError, match="JSON object"):
-        operation.parse_params("[1]")
+        parse_params("retouch", "[1]")
     with pytest.raises(ValueError):
-        operation.parse_params("{oops")
+        parse_params("retouch", "{oops")
 
 
-def test_stage_graph_releases_stages_as_their_dependencies_finish():
-    #  a ──> b ──> d
-    #  └──> c ──┘
-    op = Operation("diamond", RemoveBackgroundParams, (
-        Stage("a", "m1"), Stage("b", "m2", ("a",)), Stage("c", "m1", ("a",)), Stage("d", "m3", ("b", "c"))))
+def test_text_to_image_draws_a_seed_once_and_keeps_it():
+    first = parse_params("text-to-image", {"prompt": "a cat"})
+    again = parse_params("text-to-image", first.model_dump_json())
+    assert again.seed == first.seed and 0 <= first.seed < 2**31
 
-    assert op.models == ("m1", "m2", "m3")
-    assert [s.name for s in op.ready_stages(done=set(), started=set())] == ["a"]
-    assert op.ready_stages(done=set(), started={"a"}) == []
-    assert [s.name for s in op.ready_stages(done={"a"}, started={"a"})] == ["b", "c"]
-    assert [s.name for s in op.ready_stages(done={"a", "b"}, started={"a", "b", "c"})] == []
-    assert [s.name for s in op.ready_stages(done={"a", "b", "c"}, started={"a", "b", "c"})] == ["d"]
-    assert [s.name for s in op.final_stages()] == ["d"]
+
+def test_input_size_limits_depend_on_the_parameters():
+    enhance = get_operation("enhance")
+    limits = [enhance.max_input_megapixels(parse_params("enhance", {"scale": s})) for s in (1, 2, 4)]
+    assert limits == sorted(limits, reverse=True)

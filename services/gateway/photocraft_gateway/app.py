@@ -7,6 +7,7 @@ or published for a request that fails its checks.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from photocraft_common.events import EventPublisher
 from photocraft_common.images import InvalidImage, probe
 from photocraft_common.jobs import JobRecord, JobStatus, JobStore
 from photocraft_common.kafka import make_broker, publish
-from photocraft_common.operations import UnknownOperation, ValidationError, get_operation
+from photocraft_common.models import ModelDirectory
+from photocraft_common.operations import (
+    MEGAPIXEL,
+    UnknownOperation,
+    ValidationError,
+    get_operation,
+    parse_params,
+)
 from photocraft_common.storage import ObjectStore, input_key
 from photocraft_common.topics import JOBS_SUBMITTED
 
@@ -44,6 +52,7 @@ class Platform:
     jobs: JobStore
     store: ObjectStore
     events: EventPublisher
+    models: ModelDirectory
 
 
 class JobAccepted(BaseModel):
@@ -56,6 +65,7 @@ class JobAccepted(BaseModel):
 
 class ResultView(BaseModel):
     url: str  # presigned S3 GET URL
+    role: str  # "image", or "mask": the pixels the operation may have changed
     content_type: str
     width: int
     height: int
@@ -68,9 +78,10 @@ class JobView(BaseModel):
     status: JobStatus
     created_at: datetime
     updated_at: datetime
-    result_url: str | None = None  # the first result's URL, when completed
+    result_url: str | None = None  # the result image's URL, when completed
     results: list[ResultView] = []
-    error: dict[str, str] | None = None
+    warnings: list[str] = []
+    error: dict[str, str] | None = None  # code, message, stage; when failed
 
 
 def platform(request: Request) -> Platform:
@@ -92,34 +103,56 @@ router = APIRouter()
 bearer = HTTPBearer(auto_error=False)
 
 
+def validation_detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'params'}: {e['msg']}" for e in exc.errors())
+
+
 @router.post("/v1/jobs", status_code=202, response_model=JobAccepted)
 async def submit_job(
     request: Request,
     p: PlatformDep,
-    operation: Annotated[str, Form(description="e.g. remove-background")],
+    operation: Annotated[str, Form(description="remove-background, enhance, retouch, restore, "
+                                               "colorize or text-to-image")],
     file: Annotated[UploadFile | None, File(description="the photo")] = None,
     params: Annotated[str | None, Form(description="the operation's parameters, a JSON object")] = None,
 ) -> JobAccepted:
     try:
-        op = get_operation(operation)
-        parsed = op.parse_params(params)
+        parsed = parse_params(operation, params)
     except UnknownOperation as exc:
         raise Problem(422, "unknown-operation", "Unknown operation", str(exc)) from None
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        raise Problem(422, "invalid-params", "Invalid parameters", validation_detail(exc)) from None
+    except ValueError as exc:
         raise Problem(422, "invalid-params", "Invalid parameters", str(exc)) from None
+    op = get_operation(operation)
     if op.takes_input and file is None:
         raise Problem(422, "missing-file", "Missing file", f"{operation} needs an image in the 'file' field")
-
-    data = await read_upload(file, p.settings.max_upload_bytes)
-    try:
-        info = probe(data, p.settings.max_pixels)
-    except InvalidImage as exc:
-        raise Problem(415, "unsupported-image", "Not a supported image", str(exc)) from None
+    if not op.takes_input and file is not None:
+        raise Problem(422, "unexpected-file", "Unexpected file", f"{operation} takes no file")
+    missing = op.missing_models(parsed, await p.models.available())
+    if missing:
+        raise Problem(503, "model-not-installed", "Model not installed",
+                      f"{operation} needs {', '.join(missing)}, which this platform does not serve now "
+                      "(see docs/models.md to install it)")
 
     job_id, token, tenant = new_id(), secrets.token_urlsafe(32), ANONYMOUS_TENANT
+    ref = None
+    if file is not None:
+        data = await read_upload(file, p.settings.max_upload_bytes)
+        try:
+            info = probe(data, p.settings.max_pixels)
+        except InvalidImage as exc:
+            raise Problem(415, "unsupported-image", "Not a supported image", str(exc)) from None
+        limit = op.max_input_megapixels(parsed)
+        if info.width * info.height > limit * MEGAPIXEL:
+            raise Problem(422, "image-too-large", "Image too large for these parameters",
+                          f"{info.width}x{info.height} is over {limit} MP, the limit of {operation} "
+                          "with these parameters")
+        ref = await p.store.put(input_key(tenant, job_id, info.extension), data, info.mime_type,
+                                info.width, info.height)
+        ref.content_id, ref.role = hashlib.sha256(data).hexdigest(), "image"
+
     params_json = parsed.model_dump_json()
-    ref = await p.store.put(input_key(tenant, job_id, info.extension), data, info.mime_type,
-                            info.width, info.height)
     await p.jobs.create(job_id, tenant, operation, params_json, ref, token)
     try:
         received = Received(operation=operation, input=ref)
@@ -159,16 +192,18 @@ async def get_job(
 
 
 def job_view(record: JobRecord, store: ObjectStore) -> JobView:
-    results = [ResultView(url=store.presigned_get_url(ref), content_type=ref.content_type,
-                          width=ref.width, height=ref.height, size_bytes=ref.size_bytes)
+    results = [ResultView(url=store.presigned_get_url(ref), role=ref.role or "image",
+                          content_type=ref.content_type, width=ref.width, height=ref.height,
+                          size_bytes=ref.size_bytes)
                for ref in record.results] if record.status is JobStatus.COMPLETED else []
-    error = ({"code": record.error_code, "message": record.error_message}
+    error = ({"code": record.error_code, "message": record.error_message, "stage": record.error_stage}
              if record.status is JobStatus.FAILED else None)
     return JobView(
         job_id=record.job_id, operation=record.operation, status=record.status,
         created_at=datetime.fromtimestamp(record.created_at, UTC),
         updated_at=datetime.fromtimestamp(record.updated_at, UTC),
-        result_url=results[0].url if results else None, results=results, error=error,
+        result_url=next((r.url for r in results if r.role == "image"), None), results=results,
+        warnings=record.warnings, error=error,
     )
 
 
@@ -193,7 +228,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis.url)
         app.state.platform = Platform(
             settings, broker, redis, JobStore(redis, settings.job_ttl_s),
-            ObjectStore(settings.s3), EventPublisher(broker),
+            ObjectStore(settings.s3), EventPublisher(broker), ModelDirectory(redis),
         )
         try:
             yield

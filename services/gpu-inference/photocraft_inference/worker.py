@@ -1,6 +1,7 @@
 """Running one TaskDispatched: input from S3, the model on Triton, output to S3.
 
-The TaskResult is published only after the output is durable in S3, and the
+The stage's objects are written first (the image, then its mask if the model
+makes one), then its manifest, then the TaskResult is published; the
 consumer offset is committed only after that (by the subscriber's ack
 policy). A worker that dies mid-task leaves its offset uncommitted, so the
 task is delivered again to whichever worker takes over the partition.
@@ -9,12 +10,14 @@ task is delivered again to whichever worker takes over the partition.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
 from faststream.kafka import KafkaBroker
 
 from photocraft_common.contracts import (
+    ObjectRef,
     Progress,
     Started,
     TaskDispatched,
@@ -24,15 +27,19 @@ from photocraft_common.contracts import (
     now,
 )
 from photocraft_common.events import EventPublisher
-from photocraft_common.images import InvalidImage, decode_rgb, encode_png
+from photocraft_common.images import FORMATS, InvalidImage, decode, encode
 from photocraft_common.kafka import publish
-from photocraft_common.storage import ObjectStore
+from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import TASK_RESULTS
 
-from .stages import RUNNERS
-from .triton import ModelUnavailable, Triton
+from .runners import RUNNERS, Produced
+from .triton import InvalidStageInput, ModelUnavailable, Triton
 
 log = logging.getLogger("photocraft.inference.worker")
+
+# Exceptions that end a task for good, and the error code the client sees.
+FINAL_ERRORS = {InvalidImage: "invalid-image", InvalidStageInput: "invalid-input",
+                ModelUnavailable: "model-unavailable"}
 
 
 class Worker:
@@ -59,10 +66,9 @@ class Worker:
                             model=task.model, attempt=task.attempt, worker_id=self.worker_id)
         try:
             result.output.CopyFrom(await self._run(task))
-        except InvalidImage as exc:
-            result.error.CopyFrom(TaskError(code="invalid-image", message=str(exc)))
-        except ModelUnavailable as exc:
-            result.error.CopyFrom(TaskError(code="model-unavailable", message=str(exc)))
+        except tuple(FINAL_ERRORS) as exc:
+            code = next(c for kind, c in FINAL_ERRORS.items() if isinstance(exc, kind))
+            result.error.CopyFrom(TaskError(code=code, message=str(exc)))
         except Exception as exc:
             log.exception("task %s failed", task.task_id)
             result.error.CopyFrom(TaskError(code="internal-error", message=repr(exc), retryable=True))
@@ -73,21 +79,40 @@ class Worker:
         return result
 
     async def _run(self, task: TaskDispatched) -> TaskOutput:
-        runner = RUNNERS.get(task.model)
-        if runner is None:
-            raise ModelUnavailable(f"this worker has no runner for model {task.model!r}")
-
         async def progress(fraction: float, message: str) -> None:
             percent = task.progress_from + fraction * (task.progress_to - task.progress_from)
             await self._events.emit(task.job_id, task.tenant_id, progress=Progress(
                 stage=task.stage, percent=round(percent, 1), message=message))
 
-        data = await self._store.get(task.inputs[0])
-        pixels = await asyncio.to_thread(decode_rgb, data)
-        await progress(0.1, "image decoded")
-        output = await runner(pixels, self._triton, progress)
-        png = await asyncio.to_thread(encode_png, output)
-        height, width = output.shape[:2]
-        ref = await self._store.put(task.output_key, png, "image/png", width, height)
+        config = await self._triton.config(task.model)
+        kind = config["parameters"]["photocraft.kind"]["string_value"]
+        params = json.loads(task.params_json or "{}")
+        quality = params.pop("quality", 92)
+        source = None
+        if task.inputs:
+            source = await asyncio.to_thread(decode, await self._store.get(task.inputs[0]))
+            await progress(0.1, "input decoded")
+        produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
+        output = TaskOutput(info_json=json.dumps(produced.info), warnings=produced.info.get("warnings", []))
+        if produced.image is None:  # an analysis passes its input on
+            output.objects.append(task.inputs[0])
+        else:
+            output.objects.extend(await self._store_images(task, produced, quality))
+        await self._store.write_manifest(task.output_key, output)
         await progress(0.95, "result stored")
-        return TaskOutput(objects=[ref])
+        return output
+
+    async def _store_images(self, task: TaskDispatched, produced: Produced, quality: int) -> list[ObjectRef]:
+        extension = task.output_key.rsplit(".", 1)[1]
+        height, width = produced.image.shape[:2]
+        data = await asyncio.to_thread(encode, produced.image, extension, quality)
+        image = await self._store.put(task.output_key, data, FORMATS[extension][1], width, height)
+        image.content_id, image.role = task.output_id, "image"
+        refs = [image]
+        if produced.mask is not None:
+            png = await asyncio.to_thread(encode, produced.mask, "png")
+            mask = await self._store.put(sibling_key(task.output_key, "mask.png"), png, "image/png",
+                                         width, height)
+            mask.content_id, mask.role = f"{task.output_id}:mask", "mask"
+            refs.append(mask)
+        return refs

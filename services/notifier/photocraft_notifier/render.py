@@ -3,12 +3,13 @@
 Every message has ``seq`` (the job's event number, from 1), ``type``,
 ``job_id`` and ``time`` (ISO 8601, UTC), plus the fields of its type::
 
-    received         operation, input {content_type, width, height, size_bytes}
+    received         operation, input {content_type, width, height, size_bytes} (null without a photo)
     queued           lane
     started          stage, worker_id
     progress         stage, percent (0-100, whole job), message
     stage_completed  stage
-    completed        result_url, results [{url, content_type, width, height, size_bytes}], warnings
+    completed        result_url (the image), results [{url, role, content_type, width, height,
+                     size_bytes}] (role "image" or "mask"), warnings
     failed           code, message, stage
     cancelled        reason
 """
@@ -34,13 +35,14 @@ def render(seq: int, event: JobEvent, store: ObjectStore) -> dict:
     message = {"seq": seq, "type": kind, "job_id": event.job_id,
                "time": to_datetime(event.time).isoformat()}
     if kind == "received":
-        message.update(operation=body.operation, input=_image(body.input))
+        message.update(operation=body.operation, input=_image(body.input) if body.HasField("input") else None)
     elif kind == "stage_completed":
         message.update(stage=body.stage)
     elif kind == "completed":
-        results = [{"url": store.presigned_get_url(ref), **_image(ref)} for ref in body.results]
-        message.update(result_url=results[0]["url"] if results else None, results=results,
-                       warnings=list(body.warnings))
+        results = [{"url": store.presigned_get_url(ref), "role": ref.role or "image", **_image(ref)}
+                   for ref in body.results]
+        image_url = next((r["url"] for r in results if r["role"] == "image"), None)
+        message.update(result_url=image_url, results=results, warnings=list(body.warnings))
     else:
         message.update(MessageToDict(body, preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True))

@@ -16,6 +16,7 @@ from photocraft_common import logs
 from photocraft_common.contracts import DecodeError, JobSubmitted, TaskResult, parse
 from photocraft_common.kafka import AckPolicy, make_broker, subscriber_options, with_backoff
 from photocraft_common.settings import PlatformSettings
+from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS
 
 from .scheduler import Scheduler
@@ -26,7 +27,7 @@ log = logging.getLogger("photocraft.scheduler")
 def create_app(settings: PlatformSettings) -> FastStream:
     broker = make_broker(settings.kafka, "photocraft-scheduler")
     redis = Redis.from_url(settings.redis.url)
-    scheduler = Scheduler(broker, redis, settings.job_ttl_s)
+    scheduler = Scheduler(broker, redis, ObjectStore(settings.s3), settings.job_ttl_s)
     # Errors other than undecodable messages are retried with backoff, then
     # propagate: the offset is not committed and the message is consumed again.
     options = subscriber_options(settings.kafka, SCHEDULER_GROUP, AckPolicy.NACK_ON_ERROR)

@@ -1,21 +1,34 @@
-"""Job orchestration: each job is a dependency graph of stages (its operation's recipe).
+"""Job orchestration: each job is a dependency graph of stages, its operation's recipe.
 
-On JobSubmitted the scheduler dispatches the stages that need nothing to
-their models' topics. On each TaskResult it records the stage's output and
-dispatches the stages that have become ready, until the final stages are done
-(the job completes) or a stage fails (the job fails, naming the stage).
+After JobSubmitted and after every TaskResult the scheduler *advances* the
+job: each stage whose dependencies are done is skipped (its analysis said
+no, or it is optional and no model for it is installed: its output is its
+input), reused (the same model, weights, parameters and input produced a
+result before: see below), or dispatched to its model's topic. When every
+final stage is done the job completes; when a stage fails the job fails,
+naming it.
 
-State lives in Redis, next to the job record:
+Reuse: a stage's result is addressed by ``output_id``, a digest of the
+model, its weights, the stage's parameters, the output format and the
+content ids of its inputs (an upload's id is the sha256 of its bytes). Such
+results live under ``<tenant>/cache/<model>/<output_id>.*`` with a manifest
+(``.manifest.json``) written last by the worker; a later job of the same
+tenant that needs the same result finds the manifest and skips the work.
+While a model's weights digest is not known yet (no worker has loaded it
+since its weights changed), its results are job-scoped and not reused.
 
-    photocraft:job:<id>:stages   stage -> "dispatched" | "done"
-    photocraft:job:<id>:outputs  stage -> ObjectRef (protobuf bytes)
+State lives in Redis next to the job record:
 
-Every step is idempotent, so a message delivered twice (after a crash, before
-its offset was committed) changes nothing the second time.
+    photocraft:job:<id>:stages   stage -> "dispatched" | "done" | "skipped"
+    photocraft:job:<id>:outputs  stage -> TaskOutput (protobuf bytes)
+
+Every step is idempotent, so a message delivered twice changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from faststream.kafka import KafkaBroker
@@ -29,28 +42,37 @@ from photocraft_common.contracts import (
     Queued,
     StageCompleted,
     TaskDispatched,
+    TaskOutput,
     TaskResult,
     now,
 )
 from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import TERMINAL, JobRecord, JobStatus, JobStore, job_key
 from photocraft_common.kafka import publish
-from photocraft_common.operations import Operation, Stage, UnknownOperation, get_operation
-from photocraft_common.storage import stage_key
+from photocraft_common.models import ModelDirectory
+from photocraft_common.operations import Stage, UnknownOperation, get_operation, parse_params
+from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import model_topic
 
 log = logging.getLogger("photocraft.scheduler")
 
-DISPATCHED, DONE = b"dispatched", b"done"
+DISPATCHED, DONE, SKIPPED = "dispatched", "done", "skipped"
+
+
+def image_of(output: TaskOutput) -> ObjectRef:
+    """The image a stage passes on: its first object that is not a mask."""
+    return next(ref for ref in output.objects if ref.role != "mask")
 
 
 class Scheduler:
-    def __init__(self, broker: KafkaBroker, redis: Redis, job_ttl_s: int) -> None:
+    def __init__(self, broker: KafkaBroker, redis: Redis, store: ObjectStore, job_ttl_s: int) -> None:
         self._broker = broker
         self._redis = redis
+        self._store = store
         self._ttl_s = job_ttl_s
         self.jobs = JobStore(redis, job_ttl_s)
         self.events = EventPublisher(broker)
+        self.models = ModelDirectory(redis)
 
     async def on_submitted(self, job: JobSubmitted) -> None:
         record = await self.jobs.get(job.job_id)
@@ -60,11 +82,11 @@ class Scheduler:
         if record.status in TERMINAL:
             return await self._announce_end(record)
         try:
-            operation = get_operation(job.operation)
+            get_operation(record.operation)
         except UnknownOperation as exc:
             return await self._fail(record, "unknown-operation", str(exc))
         await self.events.emit(job.job_id, job.tenant_id, once="queued", queued=Queued(lane="default"))
-        await self._dispatch_ready(record, operation)
+        await self._advance(record)
 
     async def on_result(self, result: TaskResult) -> None:
         record = await self.jobs.get(result.job_id)
@@ -75,80 +97,126 @@ class Scheduler:
             return await self._announce_end(record)
         if result.WhichOneof("outcome") == "error":
             return await self._fail(record, result.error.code, result.error.message, result.stage)
+        await self._finish_stage(record, result.stage, result.output)
+        await self._advance(record)
 
+    async def _advance(self, record: JobRecord) -> None:
         operation = get_operation(record.operation)
-        output = result.output.objects[0]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._outputs_key(record.job_id), result.stage, output.SerializeToString())
-            pipe.hset(self._stages_key(record.job_id), result.stage, DONE)
-            await pipe.execute()
-        await self.events.emit(record.job_id, record.tenant_id, once=f"{result.stage}:done",
-                               stage_completed=StageCompleted(stage=result.stage, output=output))
+        params = parse_params(record.operation, record.params_json)
+        stages = operation.stages(params)
+        final = {s.name for s in stages} - {n for s in stages for n in s.needs}
+        while True:
+            states = {k.decode(): v.decode() for k, v in
+                      (await self._redis.hgetall(self._key(record, "stages"))).items()}
+            done = {name for name, state in states.items() if state in (DONE, SKIPPED)}
+            if final <= done:
+                return await self._complete(record, stages, final)
+            ready = [s for s in stages if s.name not in states and set(s.needs) <= done]
+            if not ready:
+                return
+            outputs = await self._outputs(record)
+            available = await self.models.available()
+            for stage in ready:
+                inputs = [image_of(outputs[n]) for n in stage.needs] or ([record.input] if record.input else [])
+                run, extra = self._decision(stage, outputs)
+                model = next((m for m in stage.models if m in available), None)
+                if not run or (model is None and stage.optional):
+                    reason = "" if not run else f"{stage.name} skipped: model {stage.models[0]} is not installed"
+                    await self._finish_stage(record, stage.name, TaskOutput(
+                        objects=inputs, warnings=[reason] if reason else []), SKIPPED)
+                elif model is None:
+                    return await self._fail(record, "model-unavailable",
+                                            f"model {stage.models[0]} is not installed", stage.name)
+                else:
+                    fmt = params.output if stage.name in final else None
+                    await self._dispatch(record, stage, model, {**stage.params, **extra}, inputs, fmt,
+                                         stages, states)
+            await self.jobs.set_status(record.job_id, JobStatus.RUNNING)
 
-        outputs = await self._outputs(record.job_id)
-        finals = operation.final_stages()
-        if all(stage.name in outputs for stage in finals):
-            results = [outputs[stage.name] for stage in finals]
-            await self.jobs.set_status(record.job_id, JobStatus.COMPLETED, results=results)
-            await self._announce_end(await self.jobs.get(record.job_id))
+    @staticmethod
+    def _decision(stage: Stage, outputs: dict[str, TaskOutput]) -> tuple[bool, dict]:
+        """Whether ``stage`` runs, and the parameters its analysis adds."""
+        if not stage.decided_by:
+            return True, {}
+        plan = json.loads(outputs[stage.decided_by].info_json or "{}").get("stages", {})
+        decision = plan.get(stage.name, {"run": True})
+        return bool(decision.get("run")), decision.get("params", {})
+
+    async def _dispatch(self, record: JobRecord, stage: Stage, model: str, params: dict,
+                        inputs: list[ObjectRef], fmt, stages: tuple[Stage, ...], states: dict) -> None:
+        extension = "json" if stage.name == "analyze" else (fmt.extension if fmt else "png")
+        quality = fmt.quality if fmt else 0
+        weights = await self.models.weights(model)
+        if weights and all(ref.content_id for ref in inputs):
+            identity = {"model": model, "weights": weights, "params": params, "format": extension,
+                        "quality": quality, "inputs": [ref.content_id for ref in inputs]}
+            output_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+            output_key = f"{record.tenant_id}/cache/{model}/{output_id}.{extension}"
+            cached = await self._store.read_manifest(output_key)
+            if cached is not None and await self._store.touch(
+                    [sibling_key(output_key, "manifest.json")]
+                    + [ref.key for ref in cached.objects if ref.key.startswith(f"{record.tenant_id}/cache/")]):
+                log.info("job %s: %s reused from %s", record.job_id, stage.name, output_key)
+                return await self._finish_stage(record, stage.name, cached)
         else:
-            await self._dispatch_ready(record, operation)
+            output_id = f"{record.job_id}-{stage.name}"
+            output_key = f"{record.tenant_id}/{record.job_id}/stages/{stage.name}.{extension}"
 
-    async def _dispatch_ready(self, record: JobRecord, operation: Operation) -> None:
-        states = await self._redis.hgetall(self._stages_key(record.job_id))
-        done = {name.decode() for name, state in states.items() if state == DONE}
-        started = {name.decode() for name in states}
-        outputs = await self._outputs(record.job_id)
-        for stage in operation.ready_stages(done, started):
-            inputs = [outputs[name] for name in stage.needs] or [record.input]
-            await self._dispatch(record, operation, stage, inputs)
-        await self.jobs.set_status(record.job_id, JobStatus.RUNNING)
-
-    async def _dispatch(self, record: JobRecord, operation: Operation, stage: Stage,
-                        inputs: list[ObjectRef]) -> None:
-        index = operation.stages.index(stage)
-        share = 100.0 / len(operation.stages)
+        done_weight = sum(s.weight for s in stages if states.get(s.name) in (DONE, SKIPPED))
+        total = sum(s.weight for s in stages)
+        sent = {**params, **({"quality": quality} if quality else {})}
         task = TaskDispatched(
-            task_id=f"{record.job_id}/{stage.name}", job_id=record.job_id,
-            tenant_id=record.tenant_id, stage=stage.name, model=stage.model,
-            params_json=record.params_json, inputs=inputs,
-            output_key=stage_key(record.tenant_id, record.job_id, stage.name, "png"),
-            attempt=1, dispatched_at=now(),
-            progress_from=index * share, progress_to=(index + 1) * share,
+            task_id=f"{record.job_id}/{stage.name}", job_id=record.job_id, tenant_id=record.tenant_id,
+            stage=stage.name, model=model, params_json=json.dumps(sent), inputs=inputs,
+            output_key=output_key, output_id=output_id, attempt=1, dispatched_at=now(),
+            progress_from=100 * done_weight / total, progress_to=100 * (done_weight + stage.weight) / total,
         )
         # Publish before recording, so a crash in between re-dispatches (at least once).
-        await publish(self._broker, model_topic(stage.model), task)
-        key = self._stages_key(record.job_id)
+        await publish(self._broker, model_topic(model), task)
+        await self._set_state(record, stage.name, DISPATCHED)
+        log.info("job %s: dispatched %s to %s", record.job_id, stage.name, model_topic(model))
+
+    async def _finish_stage(self, record: JobRecord, stage: str, output: TaskOutput,
+                            state: str = DONE) -> None:
+        await self._redis.hset(self._key(record, "outputs"), stage, output.SerializeToString())
+        await self._set_state(record, stage, state)
+        if state == DONE:
+            await self.events.emit(record.job_id, record.tenant_id, once=f"{stage}:done",
+                                   stage_completed=StageCompleted(stage=stage, output=image_of(output)))
+
+    async def _set_state(self, record: JobRecord, stage: str, state: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, stage.name, DISPATCHED)
-            pipe.expire(key, self._ttl_s)
-            pipe.expire(self._outputs_key(record.job_id), self._ttl_s)
+            pipe.hset(self._key(record, "stages"), stage, state)
+            for suffix in ("stages", "outputs"):
+                pipe.expire(self._key(record, suffix), self._ttl_s)
             await pipe.execute()
-        log.info("job %s: dispatched %s to %s", record.job_id, stage.name, model_topic(stage.model))
+
+    async def _complete(self, record: JobRecord, stages: tuple[Stage, ...], final: set[str]) -> None:
+        outputs = await self._outputs(record)
+        results = [ref for s in stages if s.name in final for ref in outputs[s.name].objects]
+        warnings = [w for s in stages for w in outputs[s.name].warnings]
+        await self.jobs.set_status(record.job_id, JobStatus.COMPLETED, results=results, warnings=warnings)
+        await self._announce_end(await self.jobs.get(record.job_id))
 
     async def _fail(self, record: JobRecord, code: str, message: str, stage: str = "") -> None:
         log.info("job %s failed at %r: %s %s", record.job_id, stage, code, message)
         await self.jobs.set_status(record.job_id, JobStatus.FAILED, error_code=code,
-                                   error_message=f"{stage}: {message}" if stage else message)
+                                   error_message=message, error_stage=stage)
         await self._announce_end(await self.jobs.get(record.job_id))
 
     async def _announce_end(self, record: JobRecord) -> None:
         """(Re-)publish a finished job's terminal event; its id makes repeats harmless."""
         if record.status is JobStatus.COMPLETED:
-            await self.events.emit(record.job_id, record.tenant_id, once="end",
-                                   completed=Completed(results=record.results))
+            await self.events.emit(record.job_id, record.tenant_id, once="end", completed=Completed(
+                results=record.results, warnings=record.warnings))
         elif record.status is JobStatus.FAILED:
-            await self.events.emit(record.job_id, record.tenant_id, once="end",
-                                   failed=Failed(code=record.error_code, message=record.error_message))
+            await self.events.emit(record.job_id, record.tenant_id, once="end", failed=Failed(
+                code=record.error_code, message=record.error_message, stage=record.error_stage))
 
-    async def _outputs(self, job_id: str) -> dict[str, ObjectRef]:
-        raw = await self._redis.hgetall(self._outputs_key(job_id))
-        return {name.decode(): ObjectRef.FromString(data) for name, data in raw.items()}
-
-    @staticmethod
-    def _stages_key(job_id: str) -> str:
-        return f"{job_key(job_id)}:stages"
+    async def _outputs(self, record: JobRecord) -> dict[str, TaskOutput]:
+        raw = await self._redis.hgetall(self._key(record, "outputs"))
+        return {name.decode(): TaskOutput.FromString(data) for name, data in raw.items()}
 
     @staticmethod
-    def _outputs_key(job_id: str) -> str:
-        return f"{job_key(job_id)}:outputs"
+    def _key(record: JobRecord, suffix: str) -> str:
+        return f"{job_key(record.job_id)}:{suffix}"

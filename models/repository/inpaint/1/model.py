@@ -1,0 +1,4 @@
+from photocraft_models.restoration import Descratch
+from photocraft_models.serving import serve
+
+TritonPythonModel = serve("filter", Descratch)

@@ -1,0 +1,4 @@
+from photocraft_models.denoise import Denoise
+from photocraft_models.serving import serve
+
+TritonPythonModel = serve("filter", Denoise)

@@ -1,0 +1,4 @@
+from photocraft_models.generate import TextToImage
+from photocraft_models.serving import serve
+
+TritonPythonModel = serve("generator", TextToImage)

@@ -1,0 +1,4 @@
+from photocraft_models.segmentation import Selfie
+from photocraft_models.serving import serve
+
+TritonPythonModel = serve("segmenter", Selfie)
