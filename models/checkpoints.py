@@ -1,6 +1,7 @@
 """Build checkpoints with random weights, of the real architectures, for plumbing tests.
 
     python models/checkpoints.py colorize_eccv16 DIR
+    python models/checkpoints.py gfpgan DIR
     python models/checkpoints.py sd_turbo DIR
 
 Then ``python models/weights.py install-local NAME DIR`` serves them. They
@@ -13,10 +14,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from photocraft_models.colorize import random_checkpoint
+from photocraft_models import colorize, faces
 from photocraft_models.generate import tiny_random_pipeline
 
-BUILDERS = {"colorize_eccv16": random_checkpoint, "sd_turbo": tiny_random_pipeline}
+BUILDERS = {"colorize_eccv16": colorize.random_checkpoint, "gfpgan": faces.random_checkpoint,
+            "sd_turbo": tiny_random_pipeline}
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ def old_print() -> bytes:
     """scikit-image's coffee, aged: gray, grainy, JPEG-compressed, scratched."""
     rng = np.random.default_rng(7)
     gray = np.asarray(Image.fromarray(data.coffee()).convert("L").convert("RGB"), dtype=float)
-    noisy = np.clip(gray + rng.normal(0, 18, gray.shape), 0, 255).astype(np.uint8)
+    grain = rng.normal(0, 18, gray.shape[:2])[..., np.newaxis]  # in the lightness only, like film grain
+    noisy = np.clip(gray + grain, 0, 255).astype(np.uint8)
     for _ in range(8):
         x0, y0, x1, y1 = rng.integers(0, 400, 4)
         noisy[np.linspace(y0, y1, 600).astype(int), np.linspace(x0, x1 + 150, 600).astype(int)] = 235

@@ -28,7 +28,7 @@ MEGAPIXEL = 1_000_000
 
 # Every Triton model a recipe may use; each has its topic photocraft.tasks.model.<name>.
 MODELS = ("analyze", "colorize_eccv16", "gfpgan", "inpaint", "oidn", "realesrgan_x4plus", "retouch",
-          "sd_turbo", "selfie", "tone", "u2netp", "waifu2x_cunet", "waifu2x_photo")
+          "sd_turbo", "selfie", "tone", "u2netp", "waifu2x_dejpeg", "waifu2x_photo")
 
 
 class UnknownOperation(LookupError):
@@ -54,7 +54,10 @@ class _Params(BaseModel):
 
 class EnhanceParams(_Params):
     operation: Literal["enhance"] = "enhance"
-    scale: Literal[1, 2, 4] = Field(2, description="1: same size; 2: waifu2x; 4: Real-ESRGAN")
+    scale: Literal[1, 2, 4] = Field(2, description="1: same size; 2: waifu2x; 4: see upscaler")
+    upscaler: Literal["detailed", "faithful"] = Field(
+        "detailed", description="for x4: detailed = Real-ESRGAN x4plus, sharp but with invented texture; "
+                                "faithful = waifu2x twice, closer to the original (higher PSNR)")
     denoise: float = Field(0.5, ge=0, le=1, description="strength of Open Image Denoise; 0 skips it")
     contrast: float = Field(0.4, ge=0, le=1, description="local contrast (CLAHE on L)")
     saturation: float = Field(0.1, ge=-1, le=1)
@@ -155,11 +158,13 @@ def _chain(*stages: Stage) -> tuple[Stage, ...]:
 
 
 def _enhance(p: EnhanceParams) -> tuple[Stage, ...]:
-    upscaler = {2: Stage("upscale", ("waifu2x_photo",), {"noise": -1}, weight=3),
-                4: Stage("upscale", ("realesrgan_x4plus",), weight=6)}.get(p.scale)
+    waifu2x = Stage("upscale", ("waifu2x_photo",), {"noise": -1}, weight=3)
+    upscalers = {1: (), 2: (waifu2x,),
+                 4: (Stage("upscale", ("realesrgan_x4plus",), weight=6),) if p.upscaler == "detailed"
+                 else (waifu2x, replace(waifu2x, name="upscale-2", weight=6))}[p.scale]
     return _chain(*[s for s in (
         Stage("denoise", ("oidn",), {"strength": p.denoise}) if p.denoise else None,
-        upscaler,
+        *upscalers,
         Stage("tone", ("tone",), {"contrast": p.contrast, "saturation": p.saturation, "sharpen": p.sharpen}),
     ) if s])
 
@@ -178,7 +183,7 @@ def _restore(p: RestoreParams) -> tuple[Stage, ...]:
     return _chain(*[s for s in (
         Stage("analyze", ("analyze",), weight=0.5),
         Stage("denoise", ("oidn",), **decided),
-        Stage("dejpeg", ("waifu2x_cunet",), weight=2, **decided),
+        Stage("dejpeg", ("waifu2x_dejpeg",), weight=2, **decided),
         Stage("descratch", ("inpaint",), **decided),
         Stage("upscale", ("waifu2x_photo",), {"noise": -1}, weight=3) if p.upscale == 2 else None,
         # GFPGAN when installed, else a light retouch of the faces found.
@@ -220,7 +225,8 @@ class Operation:
 
 OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("enhance", EnhanceParams, _enhance,
-              "Denoise (Open Image Denoise), upscale x2 (waifu2x) or x4 (Real-ESRGAN), then tone and colour.",
+              "Denoise (Open Image Denoise), upscale x2 (waifu2x) or x4 (Real-ESRGAN, or waifu2x twice), "
+              "then tone and colour.",
               max_input_megapixels=lambda p: {1: 50, 2: 12, 4: 3}[p.scale]),
     Operation("remove-background", RemoveBackgroundParams, _remove_background,
               "Cut the subject out; transparent, solid-colour or blurred background."),

@@ -8,58 +8,13 @@ end to end. Random weights test plumbing: the pictures mean nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import shutil
 
-import httpx
 import numpy as np
 import pytest
-import redis.asyncio
 from skimage import data
 
-from photocraft_common.models import ModelDirectory
-
-from .helpers import ROOT, download, job_events, models_tool, png_bytes
-
-REPOSITORY = ROOT / "var" / "model-repository"
-
-
-async def wait_until(model: str, available: bool, timeout_s: float = 60) -> None:
-    directory = ModelDirectory(redis.asyncio.Redis())
-    for _ in range(int(timeout_s * 2)):
-        if (model in await directory.available()) == available:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{model} did not become {'available' if available else 'unavailable'}")
-
-
-@contextlib.asynccontextmanager
-async def absent(model: str):
-    """Take ``model`` out of the model repository (and Triton) for a while, whatever is installed."""
-    aside = ROOT / "var" / "model-repository.aside" / model
-    if (REPOSITORY / model).exists():
-        aside.parent.mkdir(exist_ok=True)
-        shutil.move(REPOSITORY / model, aside)
-    httpx.post(f"http://127.0.0.1:8000/v2/repository/models/{model}/unload")
-    try:
-        await wait_until(model, available=False)
-        yield
-    finally:
-        shutil.rmtree(REPOSITORY / model, ignore_errors=True)
-        httpx.post(f"http://127.0.0.1:8000/v2/repository/models/{model}/unload")
-        if aside.exists():
-            shutil.move(aside, REPOSITORY / model)
-
-
-@contextlib.asynccontextmanager
-async def random_checkpoint(model: str, tmp_path):
-    async with absent(model):
-        models_tool("checkpoints.py", model, str(tmp_path))
-        models_tool("weights.py", "install-local", model, str(tmp_path))
-        await wait_until(model, available=True)
-        yield
+from .helpers import absent, download, job_events, png_bytes, random_checkpoint
 
 
 @pytest.mark.parametrize(("operation", "model", "params", "photo"), [

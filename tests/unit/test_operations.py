@@ -15,6 +15,7 @@ from photocraft_common.operations import (
 
 EXAMPLES = [
     ("enhance", {}), ("enhance", {"scale": 4, "denoise": 0}), ("enhance", {"scale": 1}),
+    ("enhance", {"scale": 4, "upscaler": "faithful"}),
     ("remove-background", {}), ("remove-background", {"subject": "person", "background": {"type": "blur"}}),
     ("retouch", {"teeth": 1}), ("restore", {}), ("restore", {"upscale": 2, "faces": False, "colorize": False}),
     ("colorize", {}), ("text-to-image", {"prompt": "a lighthouse at dusk"}),
@@ -52,6 +53,9 @@ def test_enhance_recipe_follows_its_parameters():
     assert [s.models[0] for s in no_denoise_x4] == ["realesrgan_x4plus", "tone"]
     assert no_denoise_x4[1].needs == ("upscale",)
     assert [s.name for s in stages("enhance", {"scale": 1})] == ["denoise", "tone"]
+    faithful = stages("enhance", {"scale": 4, "upscaler": "faithful"})
+    assert [(s.name, s.models[0], s.needs) for s in faithful[1:3]] == [
+        ("upscale", "waifu2x_photo", ("denoise",)), ("upscale-2", "waifu2x_photo", ("upscale",))]
 
 
 def test_restore_is_decided_by_its_analysis_and_prefers_gfpgan_for_faces():

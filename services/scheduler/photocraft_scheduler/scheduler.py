@@ -121,7 +121,7 @@ class Scheduler:
                 run, extra = self._decision(stage, outputs)
                 model = next((m for m in stage.models if m in available), None)
                 if not run or (model is None and stage.optional):
-                    reason = "" if not run else f"{stage.name} skipped: model {stage.models[0]} is not installed"
+                    reason = "" if not run else f"skipped: model {stage.models[0]} is not installed"
                     await self._finish_stage(record, stage.name, TaskOutput(
                         objects=inputs, warnings=[reason] if reason else []), SKIPPED)
                 elif model is None:
@@ -194,7 +194,7 @@ class Scheduler:
     async def _complete(self, record: JobRecord, stages: tuple[Stage, ...], final: set[str]) -> None:
         outputs = await self._outputs(record)
         results = [ref for s in stages if s.name in final for ref in outputs[s.name].objects]
-        warnings = [w for s in stages for w in outputs[s.name].warnings]
+        warnings = [f"{s.name}: {w}" for s in stages for w in outputs[s.name].warnings]
         await self.jobs.set_status(record.job_id, JobStatus.COMPLETED, results=results, warnings=warnings)
         await self._announce_end(await self.jobs.get(record.job_id))
 
