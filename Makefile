@@ -1,6 +1,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install deps proto weights fetch-weights up down status run test unit lint clean
+.PHONY: help install deps proto weights fetch-weights quantize up down status run test unit lint \
+        bench-quality clean
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
@@ -67,6 +68,12 @@ test: up ## Run every test: unit, model code, and against the platform (leaves i
 unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing running
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest tests/unit
+
+bench-quality: up ## Restore and enhance against classical baselines -> bench/results/quality.md
+	$(MODELS_PY) bench/quality.py
+
+quantize: weights ## INT8 U²-Net-p, calibrated on real photos -> bench/results/quantization.md
+	$(MODELS_PY) models/quantize.py
 
 lint: .venv/.stamp ## Check style with ruff
 	.venv/bin/ruff check .

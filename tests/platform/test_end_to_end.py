@@ -9,10 +9,11 @@ import numpy as np
 from PIL import Image
 from skimage import data as samples
 
-from .helpers import events_until, png_bytes, submit
+from .helpers import events_until, fresh, png_bytes, submit
 
 
 async def test_remove_background_end_to_end(gateway, astronaut):
+    astronaut = fresh(astronaut)
     response = await submit(gateway, png_bytes(astronaut), "astronaut.png")
     assert response.status_code == 202, response.text
     job = response.json()

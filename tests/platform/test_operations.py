@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from .helpers import download, job_events, png_bytes
+from .helpers import download, fresh, job_events, png_bytes
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -103,7 +103,7 @@ async def test_retouch_changes_pixels_only_inside_the_face_mask(gateway):
 
 
 async def test_retouch_without_a_face_completes_unchanged_with_a_warning(gateway):
-    photo = data.coffee()[:200, :300]
+    photo = fresh(data.coffee()[:200, :300])
     events = await job_events(gateway, "retouch", {}, png_bytes(photo))
     assert events[-1]["type"] == "completed", events[-1]
     assert events[-1]["warnings"] == ["retouch: no face found"]

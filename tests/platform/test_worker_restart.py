@@ -13,7 +13,7 @@ import io
 import httpx
 from PIL import Image
 
-from .helpers import events_until, png_bytes, submit, supervisorctl
+from .helpers import events_until, fresh, png_bytes, submit, supervisorctl
 
 
 def worker_processes() -> list[str]:
@@ -24,7 +24,7 @@ def worker_processes() -> list[str]:
 async def test_job_survives_its_worker_being_killed(gateway, astronaut):
     supervisorctl("signal", "STOP", "infra:triton")
     try:
-        job = (await submit(gateway, png_bytes(astronaut), "astronaut.png")).json()
+        job = (await submit(gateway, png_bytes(fresh(astronaut)), "astronaut.png")).json()
         before = await events_until(job, stop={"started"}, timeout_s=60)
         killed = worker_processes()
         supervisorctl("signal", "KILL", *killed)

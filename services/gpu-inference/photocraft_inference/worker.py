@@ -1,10 +1,13 @@
 """Running one TaskDispatched: input from S3, the model on Triton, output to S3.
 
-The stage's objects are written first (the image, then its mask if the model
-makes one), then its manifest, then the TaskResult is published; the
-consumer offset is committed only after that (by the subscriber's ack
-policy). A worker that dies mid-task leaves its offset uncommitted, so the
-task is delivered again to whichever worker takes over the partition.
+The result's address comes from the loaded model's weights digest, the
+parameters and the inputs' content ids (photocraft_common.reuse); if an
+earlier job stored that result, it is reused. Otherwise the stage's objects
+are written first (the image, then its mask if the model makes one), then
+its manifest, then the TaskResult is published; the consumer offset is
+committed only after that (by the subscriber's ack policy). A worker that
+dies mid-task leaves its offset uncommitted, so the task is delivered again
+to whichever worker takes over the partition.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from photocraft_common.contracts import (
 from photocraft_common.events import EventPublisher
 from photocraft_common.images import FORMATS, InvalidImage, decode, encode
 from photocraft_common.kafka import publish
+from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import TASK_RESULTS
 
@@ -85,34 +89,47 @@ class Worker:
                 stage=task.stage, percent=round(percent, 1), message=message))
 
         config = await self._triton.config(task.model)
-        kind = config["parameters"]["photocraft.kind"]["string_value"]
+        parameters = config["parameters"]
         params = json.loads(task.params_json or "{}")
+        key, result_id = self._address(task, parameters["photocraft.weights"]["string_value"], params)
+        reused = await self._store.read_manifest(key)
+        if reused is not None and await self._store.touch(
+                [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects]):
+            log.info("task %s: result reused from %s", task.task_id, key)
+            return reused
         quality = params.pop("quality", 92)
         source = None
         if task.inputs:
             source = await asyncio.to_thread(decode, await self._store.get(task.inputs[0]))
             await progress(0.1, "input decoded")
+        kind = parameters["photocraft.kind"]["string_value"]
         produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
         output = TaskOutput(info_json=json.dumps(produced.info), warnings=produced.info.get("warnings", []))
-        if produced.image is None:  # an analysis passes its input on
-            output.objects.append(task.inputs[0])
-        else:
-            output.objects.extend(await self._store_images(task, produced, quality))
-        await self._store.write_manifest(task.output_key, output)
+        if produced.image is not None:  # an analysis has none: the scheduler passes its input on
+            output.objects.extend(await self._store_images(key, result_id, produced, quality))
+        await self._store.write_manifest(key, output)
         await progress(0.95, "result stored")
         return output
 
-    async def _store_images(self, task: TaskDispatched, produced: Produced, quality: int) -> list[ObjectRef]:
-        extension = task.output_key.rsplit(".", 1)[1]
+    @staticmethod
+    def _address(task: TaskDispatched, weights: str, params: dict) -> tuple[str, str]:
+        """Where the result goes, and its content id: reusable when every input has a content id."""
+        input_ids = [ref.content_id for ref in task.inputs]
+        if all(input_ids):
+            result_id = output_id(task.model, weights, params, task.output_format, input_ids)
+            return cache_key(task.tenant_id, task.model, result_id, task.output_format), result_id
+        return f"{task.tenant_id}/{task.job_id}/stages/{task.stage}.{task.output_format}", task.task_id
+
+    async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int) -> list[ObjectRef]:
+        extension = key.rsplit(".", 1)[1]
         height, width = produced.image.shape[:2]
         data = await asyncio.to_thread(encode, produced.image, extension, quality)
-        image = await self._store.put(task.output_key, data, FORMATS[extension][1], width, height)
-        image.content_id, image.role = task.output_id, "image"
+        image = await self._store.put(key, data, FORMATS[extension][1], width, height)
+        image.content_id, image.role = result_id, "image"
         refs = [image]
         if produced.mask is not None:
             png = await asyncio.to_thread(encode, produced.mask, "png")
-            mask = await self._store.put(sibling_key(task.output_key, "mask.png"), png, "image/png",
-                                         width, height)
-            mask.content_id, mask.role = f"{task.output_id}:mask", "mask"
+            mask = await self._store.put(sibling_key(key, "mask.png"), png, "image/png", width, height)
+            mask.content_id, mask.role = f"{result_id}:mask", "mask"
             refs.append(mask)
         return refs

@@ -8,14 +8,13 @@ result before: see below), or dispatched to its model's topic. When every
 final stage is done the job completes; when a stage fails the job fails,
 naming it.
 
-Reuse: a stage's result is addressed by ``output_id``, a digest of the
-model, its weights, the stage's parameters, the output format and the
-content ids of its inputs (an upload's id is the sha256 of its bytes). Such
-results live under ``<tenant>/cache/<model>/<output_id>.*`` with a manifest
-(``.manifest.json``) written last by the worker; a later job of the same
-tenant that needs the same result finds the manifest and skips the work.
-While a model's weights digest is not known yet (no worker has loaded it
-since its weights changed), its results are job-scoped and not reused.
+Reuse: a stage's result is addressed by a digest of the model (weights and
+code), the stage's parameters, the output format and the content ids of its
+inputs (an upload's id is the sha256 of its bytes; see photocraft_common.reuse).
+Workers store results under ``<tenant>/cache/<model>/<id>.*`` with a manifest
+(``.manifest.json``) written last; a later job of the same tenant that needs
+the same result finds the manifest and skips the work, here before
+dispatching when the model's digest is known, else in the worker.
 
 State lives in Redis next to the job record:
 
@@ -27,7 +26,6 @@ Every step is idempotent, so a message delivered twice changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
@@ -51,6 +49,7 @@ from photocraft_common.jobs import TERMINAL, JobRecord, JobStatus, JobStore, job
 from photocraft_common.kafka import publish
 from photocraft_common.models import ModelDirectory
 from photocraft_common.operations import Stage, UnknownOperation, get_operation, parse_params
+from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import model_topic
 
@@ -97,13 +96,23 @@ class Scheduler:
             return await self._announce_end(record)
         if result.WhichOneof("outcome") == "error":
             return await self._fail(record, result.error.code, result.error.message, result.stage)
-        await self._finish_stage(record, result.stage, result.output)
+        outputs = await self._outputs(record)
+        stage = next(s for s in self._stages(record) if s.name == result.stage)
+        await self._finish_stage(record, result.stage, result.output, self._inputs(record, stage, outputs))
         await self._advance(record)
 
+    @staticmethod
+    def _stages(record: JobRecord) -> tuple[Stage, ...]:
+        return get_operation(record.operation).stages(parse_params(record.operation, record.params_json))
+
+    @staticmethod
+    def _inputs(record: JobRecord, stage: Stage, outputs: dict[str, TaskOutput]) -> list[ObjectRef]:
+        """The images a stage works on: its dependencies' outputs, or the job's input."""
+        return [image_of(outputs[n]) for n in stage.needs] or ([record.input] if record.input else [])
+
     async def _advance(self, record: JobRecord) -> None:
-        operation = get_operation(record.operation)
         params = parse_params(record.operation, record.params_json)
-        stages = operation.stages(params)
+        stages = self._stages(record)
         final = {s.name for s in stages} - {n for s in stages for n in s.needs}
         while True:
             states = {k.decode(): v.decode() for k, v in
@@ -117,13 +126,13 @@ class Scheduler:
             outputs = await self._outputs(record)
             available = await self.models.available()
             for stage in ready:
-                inputs = [image_of(outputs[n]) for n in stage.needs] or ([record.input] if record.input else [])
+                inputs = self._inputs(record, stage, outputs)
                 run, extra = self._decision(stage, outputs)
                 model = next((m for m in stage.models if m in available), None)
                 if not run or (model is None and stage.optional):
                     reason = "" if not run else f"skipped: model {stage.models[0]} is not installed"
-                    await self._finish_stage(record, stage.name, TaskOutput(
-                        objects=inputs, warnings=[reason] if reason else []), SKIPPED)
+                    await self._finish_stage(record, stage.name, TaskOutput(warnings=[reason] if reason else []),
+                                             inputs, SKIPPED)
                 elif model is None:
                     return await self._fail(record, "model-unavailable",
                                             f"model {stage.models[0]} is not installed", stage.name)
@@ -145,30 +154,15 @@ class Scheduler:
     async def _dispatch(self, record: JobRecord, stage: Stage, model: str, params: dict,
                         inputs: list[ObjectRef], fmt, stages: tuple[Stage, ...], states: dict) -> None:
         extension = "json" if stage.name == "analyze" else (fmt.extension if fmt else "png")
-        quality = fmt.quality if fmt else 0
-        weights = await self.models.weights(model)
-        if weights and all(ref.content_id for ref in inputs):
-            identity = {"model": model, "weights": weights, "params": params, "format": extension,
-                        "quality": quality, "inputs": [ref.content_id for ref in inputs]}
-            output_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
-            output_key = f"{record.tenant_id}/cache/{model}/{output_id}.{extension}"
-            cached = await self._store.read_manifest(output_key)
-            if cached is not None and await self._store.touch(
-                    [sibling_key(output_key, "manifest.json")]
-                    + [ref.key for ref in cached.objects if ref.key.startswith(f"{record.tenant_id}/cache/")]):
-                log.info("job %s: %s reused from %s", record.job_id, stage.name, output_key)
-                return await self._finish_stage(record, stage.name, cached)
-        else:
-            output_id = f"{record.job_id}-{stage.name}"
-            output_key = f"{record.tenant_id}/{record.job_id}/stages/{stage.name}.{extension}"
-
+        sent = {**params, **({"quality": fmt.quality} if fmt else {})}
+        if await self._reused(record, stage, model, sent, extension, inputs):
+            return
         done_weight = sum(s.weight for s in stages if states.get(s.name) in (DONE, SKIPPED))
         total = sum(s.weight for s in stages)
-        sent = {**params, **({"quality": quality} if quality else {})}
         task = TaskDispatched(
             task_id=f"{record.job_id}/{stage.name}", job_id=record.job_id, tenant_id=record.tenant_id,
             stage=stage.name, model=model, params_json=json.dumps(sent), inputs=inputs,
-            output_key=output_key, output_id=output_id, attempt=1, dispatched_at=now(),
+            output_format=extension, attempt=1, dispatched_at=now(),
             progress_from=100 * done_weight / total, progress_to=100 * (done_weight + stage.weight) / total,
         )
         # Publish before recording, so a crash in between re-dispatches (at least once).
@@ -176,8 +170,32 @@ class Scheduler:
         await self._set_state(record, stage.name, DISPATCHED)
         log.info("job %s: dispatched %s to %s", record.job_id, stage.name, model_topic(model))
 
+    async def _reused(self, record: JobRecord, stage: Stage, model: str, params: dict, extension: str,
+                      inputs: list[ObjectRef]) -> bool:
+        """Finish ``stage`` with an earlier job's identical result, if one is known to exist.
+
+        Needs the model's weights digest, which a worker records when it loads the model;
+        without it the worker itself checks for a reusable result before computing.
+        """
+        weights = await self.models.weights(model)
+        if not weights or not all(ref.content_id for ref in inputs):
+            return False
+        result_id = output_id(model, weights, params, extension, [ref.content_id for ref in inputs])
+        key = cache_key(record.tenant_id, model, result_id, extension)
+        cached = await self._store.read_manifest(key)
+        if cached is None or not await self._store.touch(
+                [sibling_key(key, "manifest.json")] + [ref.key for ref in cached.objects if "/cache/" in ref.key]):
+            return False
+        log.info("job %s: %s reused from %s", record.job_id, stage.name, key)
+        await self._finish_stage(record, stage.name, cached, inputs)
+        return True
+
     async def _finish_stage(self, record: JobRecord, stage: str, output: TaskOutput,
-                            state: str = DONE) -> None:
+                            inputs: list[ObjectRef], state: str = DONE) -> None:
+        """Record ``stage``'s output; one without an image (an analysis, a skipped stage)
+        passes the stage's ``inputs`` on."""
+        if not any(ref.role != "mask" for ref in output.objects):
+            output.objects.extend(inputs)
         await self._redis.hset(self._key(record, "outputs"), stage, output.SerializeToString())
         await self._set_state(record, stage, state)
         if state == DONE:
