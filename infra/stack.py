@@ -39,7 +39,8 @@ BIN = Path(sys.executable).parent
 # Every port the stack listens on, all on 127.0.0.1.
 PORTS = {
     "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
-    "triton": [8000, 8001, 8002], "gateway": [8080], "notifier": [8081],
+    "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080], "notifier": [8081],
+    "gpu-inference": [9400, 9401],
 }
 
 
@@ -123,6 +124,7 @@ def up() -> None:
     wait_for("s3", check_s3)
     wait_for("kafka", check_kafka)
     wait_for("triton", check_http("http://127.0.0.1:8000/v2/health/ready"))
+    wait_for("triton-2", check_http("http://127.0.0.1:8100/v2/health/ready"))
     subprocess.run([BIN / "photocraft-bootstrap"], check=True)
     print("services:")
     supervisorctl("start", "services:*", check=False)

@@ -71,7 +71,7 @@ def with_backoff(handler):
     spinning on a failing dependency such as Redis being down.
     """
     return retry(
-        wait=wait_exponential_jitter(initial=0.5, max=15),
+        wait=wait_exponential_jitter(multiplier=0.5, max=15),
         stop=stop_after_attempt(6),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,

@@ -36,12 +36,6 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
 
 
-class TritonSettings(BaseModel):
-    grpc_url: str = "127.0.0.1:8001"
-    # Seconds one inference request may take before it is abandoned and retried.
-    infer_timeout_s: float = 120.0
-
-
 class PlatformSettings(BaseSettings):
     """Connection settings shared by all services; each service extends it."""
 

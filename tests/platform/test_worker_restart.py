@@ -1,6 +1,6 @@
 """A gpu-inference worker killed in the middle of a job does not lose it.
 
-Triton is paused (SIGSTOP) so the job is certainly in flight inside a worker
+Both Triton instances are paused (SIGSTOP) so the job is certainly in flight in a worker
 when the workers are killed (SIGKILL: no clean shutdown, offsets uncommitted).
 supervisord restarts them, as Kubernetes would; the restarted workers take
 over the partitions and consume the task again.
@@ -22,14 +22,14 @@ def worker_processes() -> list[str]:
 
 
 async def test_job_survives_its_worker_being_killed(gateway, astronaut):
-    supervisorctl("signal", "STOP", "infra:triton")
+    supervisorctl("signal", "STOP", "infra:triton", "infra:triton-2")
     try:
         job = (await submit(gateway, png_bytes(fresh(astronaut)), "astronaut.png")).json()
         before = await events_until(job, stop={"started"}, timeout_s=60)
         killed = worker_processes()
         supervisorctl("signal", "KILL", *killed)
     finally:
-        supervisorctl("signal", "CONT", "infra:triton")
+        supervisorctl("signal", "CONT", "infra:triton", "infra:triton-2")
 
     events = await events_until(job, timeout_s=180)
 

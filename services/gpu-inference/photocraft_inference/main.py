@@ -1,12 +1,15 @@
-"""``photocraft-gpu-inference``: consume the model topics and run their tasks.
+"""``photocraft-gpu-inference``: consume the model topics and run their tasks on Triton.
 
 Each model topic has its own consumer (and consumer group), so a model that
-is slow or still loading does not hold back the others' tasks. Replicas of
-this worker share those groups and split the partitions between them. In the
-background the worker reports which models Triton's repository holds (the
-gateway refuses jobs whose models are missing) and, whenever it loads a
+is still loading holds back only its own tasks, never another model's.
+A consumer takes up to ``batch_size`` tasks at once and runs them
+concurrently, so Triton's dynamic batcher has requests to combine; their
+offsets are committed together once every result is published. Replicas of
+this worker share the consumer groups and split the partitions between them.
+In the background the worker reports which models Triton's repository holds
+(the gateway refuses jobs whose models are missing) and, whenever it loads a
 model, the digest of its weights (the scheduler addresses reusable results
-with it).
+with it). See docs/gpu-inference.md.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tomllib
+from pathlib import Path
 
 from faststream import FastStream
+from prometheus_client import start_http_server
 from redis.asyncio import Redis
-from tritonclient.utils import InferenceServerException
 
 from photocraft_common import logs
 from photocraft_common.contracts import DecodeError, TaskDispatched, parse
@@ -27,25 +32,32 @@ from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import inference_group, model_topic
 
 from .settings import InferenceSettings
-from .triton import Triton
+from .triton import InstanceDown, TritonPool
 from .worker import Worker
 
 log = logging.getLogger("photocraft.inference")
 
 
-async def report_availability(triton: Triton, directory: ModelDirectory, interval_s: float) -> None:
+def footprints(registry: Path) -> dict[str, int]:
+    """Measured memory of each model (bytes) from models/registry.toml; unmeasured ones left out."""
+    with open(registry, "rb") as f:
+        models = tomllib.load(f)["models"]
+    return {name: entry["memory_bytes"] for name, entry in models.items() if entry.get("memory_bytes")}
+
+
+async def report_availability(pool: TritonPool, directory: ModelDirectory, interval_s: float) -> None:
     while True:
         try:
-            present = await triton.repository()
+            present = await pool.repository()
             await directory.publish_available(present, ttl_s=3 * interval_s)
             await directory.forget_weights_except(set(present))
-        except (InferenceServerException, OSError) as exc:
+        except (InstanceDown, OSError) as exc:
             log.warning("cannot read Triton's model repository: %s", exc)
         await asyncio.sleep(interval_s)
 
 
 def create_app(settings: InferenceSettings) -> FastStream:
-    """Build the app; call inside the running event loop (the gRPC client binds to it)."""
+    """Build the app; call inside the running event loop (gRPC clients bind to it)."""
     broker = make_broker(settings.kafka, f"photocraft-gpu-inference-{settings.worker_id}")
     redis = Redis.from_url(settings.redis.url)
     directory = ModelDirectory(redis)
@@ -55,40 +67,44 @@ def create_app(settings: InferenceSettings) -> FastStream:
         if digest:
             await directory.record_weights(model, digest)
 
-    triton = Triton(settings.triton, on_load=on_load)
-    worker = Worker(broker, ObjectStore(settings.s3), triton, settings.worker_id)
+    pool = TritonPool(settings, redis, footprints(settings.model_registry), on_load=on_load)
+    worker = Worker(broker, ObjectStore(settings.s3), pool, settings.worker_id)
 
     @with_backoff
-    async def handle(body: bytes) -> None:
-        try:
-            task = parse(TaskDispatched, body)
-        except DecodeError:
-            log.error("undecodable TaskDispatched skipped (%d bytes)", len(body))
-            return
-        await worker.handle(task)
+    async def handle(bodies: list[bytes]) -> None:
+        tasks = []
+        for body in bodies:
+            try:
+                tasks.append(parse(TaskDispatched, body))
+            except DecodeError:
+                log.error("undecodable TaskDispatched skipped (%d bytes)", len(body))
+        await asyncio.gather(*(worker.handle(task) for task in tasks))
 
     for model in settings.models:
-        # NACK_ON_ERROR: an exception leaves the offset uncommitted and the
-        # task is consumed again.
+        # NACK_ON_ERROR: an exception (a result that could not be published) leaves the
+        # offsets uncommitted and the tasks are consumed again.
         options = subscriber_options(settings.kafka, inference_group(model), AckPolicy.NACK_ON_ERROR)
-        broker.subscriber(model_topic(model), **options)(handle)
+        broker.subscriber(model_topic(model), batch=True, max_records=settings.batch_size, **options)(handle)
 
     app = FastStream(broker)
-    reporter: list[asyncio.Task] = []
+    background: list[asyncio.Task] = []
 
-    @app.after_startup
-    async def start_reporting() -> None:
-        reporter.append(asyncio.create_task(
-            report_availability(triton, directory, settings.availability_interval_s)))
+    @app.on_startup
+    async def start() -> None:
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        await pool.start()
+        background.append(asyncio.create_task(
+            report_availability(pool, directory, settings.availability_interval_s)))
 
     @app.on_shutdown
-    async def stop_reporting() -> None:
-        for task in reporter:
+    async def stop() -> None:
+        for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.after_shutdown(triton.close)
+    app.after_shutdown(pool.close)
     app.after_shutdown(redis.aclose)
     return app
 

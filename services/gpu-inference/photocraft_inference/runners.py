@@ -17,7 +17,8 @@ from PIL import Image
 from photocraft_common.images import Decoded
 
 from .matting import cut_out
-from .triton import Triton, json_tensor, read_json
+from .tiling import parse, run_tiled
+from .triton import TritonPool, json_tensor, read_json
 
 Progress = Callable[[float, str], Awaitable[None]]
 
@@ -44,8 +45,18 @@ def _fixed_side(config: dict) -> tuple[int, int] | None:
     return (dims[0], dims[1]) if dims[0] > 0 and dims[1] > 0 else None
 
 
-async def run_filter(triton: Triton, model: str, config: dict, source: Decoded, params: dict,
+async def run_filter(triton: TritonPool, model: str, config: dict, source: Decoded, params: dict,
                      progress: Progress) -> Produced:
+    """A filter; images larger than the model's ``photocraft.tile`` go through in tiles."""
+    tiling = config["parameters"].get("photocraft.tile", {}).get("string_value")
+    if tiling and max(source.rgb.shape[:2]) > parse(tiling)[0]:
+        async def window(pixels: np.ndarray) -> np.ndarray:
+            inputs = {"IMAGE": pixels[np.newaxis], "PARAMS": json_tensor(params)}
+            return (await triton.infer(model, inputs, ["IMAGE"]))["IMAGE"][0]
+
+        image = await run_tiled(source.rgb, *parse(tiling), window)
+        await progress(0.8, f"{model} done")
+        return Produced(_with_alpha(image, source.alpha))
     names = [out["name"] for out in config["output"]]
     result = await triton.infer(model, {"IMAGE": source.rgb[np.newaxis], "PARAMS": json_tensor(params)}, names)
     await progress(0.8, f"{model} done")
@@ -53,7 +64,7 @@ async def run_filter(triton: Triton, model: str, config: dict, source: Decoded, 
     return Produced(_with_alpha(result["IMAGE"][0], source.alpha), mask, read_json(result["INFO"]))
 
 
-async def run_segmenter(triton: Triton, model: str, config: dict, source: Decoded, params: dict,
+async def run_segmenter(triton: TritonPool, model: str, config: dict, source: Decoded, params: dict,
                         progress: Progress) -> Produced:
     image = source.rgb
     side = _fixed_side(config)
@@ -65,7 +76,7 @@ async def run_segmenter(triton: Triton, model: str, config: dict, source: Decode
     return Produced(await asyncio.to_thread(cut_out, source.rgb, mask, params))
 
 
-async def run_analyzer(triton: Triton, model: str, config: dict, source: Decoded, params: dict,
+async def run_analyzer(triton: TritonPool, model: str, config: dict, source: Decoded, params: dict,
                        progress: Progress) -> Produced:
     result = await triton.infer(model, {"IMAGE": source.rgb[np.newaxis], "PARAMS": json_tensor(params)},
                                 ["INFO"])
@@ -73,7 +84,7 @@ async def run_analyzer(triton: Triton, model: str, config: dict, source: Decoded
     return Produced(None, info=read_json(result["INFO"]))
 
 
-async def run_generator(triton: Triton, model: str, config: dict, source: Decoded | None, params: dict,
+async def run_generator(triton: TritonPool, model: str, config: dict, source: Decoded | None, params: dict,
                         progress: Progress) -> Produced:
     async def on_step(info: dict) -> None:
         await progress(0.05 + 0.85 * info["step"] / info["steps"], f"step {info['step']} of {info['steps']}")

@@ -1,16 +1,51 @@
 import os
 import socket
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from photocraft_common.operations import MODELS
-from photocraft_common.settings import PlatformSettings, TritonSettings
+from photocraft_common.settings import PlatformSettings
+
+# models/registry.toml of this checkout; containers set PHOTOCRAFT_MODEL_REGISTRY.
+DEFAULT_REGISTRY = Path(__file__).resolve().parents[3] / "models" / "registry.toml"
+
+
+class TritonInstance(BaseModel):
+    grpc: str  # host:port of its gRPC endpoint
+    metrics: str = ""  # its Prometheus endpoint; it tells the GPU memory, if any
+
+
+class TritonSettings(BaseModel):
+    instances: list[TritonInstance] = [TritonInstance(grpc="127.0.0.1:8001", metrics="http://127.0.0.1:8002/metrics")]
+    # Seconds one inference request may take before it is abandoned and retried.
+    infer_timeout_s: float = 120.0
+    health_interval_s: float = 2.0
+    # Seconds a request keeps trying other instances while they fail.
+    failover_for_s: float = 120.0
+
+
+class ResidencySettings(BaseModel):
+    # Memory for models per Triton instance, bytes. Unset: 90 % of the GPU's memory when
+    # Triton reports a GPU, else cpu_budget_bytes.
+    budget_bytes: int | None = None
+    cpu_budget_bytes: int = 6 * 2**30
+    default_footprint_bytes: int = 2**30  # for a model the registry has not measured
+    pinned: list[str] = []  # loaded at start, never unloaded
+    idle_ttl_s: float = 600.0  # a lazily loaded model is unloaded after this long unused
+    sweep_interval_s: float = 15.0
 
 
 class InferenceSettings(PlatformSettings):
     triton: TritonSettings = TritonSettings()
+    residency: ResidencySettings = ResidencySettings()
+    model_registry: Path = DEFAULT_REGISTRY
     # The Triton models whose topics this worker consumes.
     models: list[str] = list(MODELS)
+    # Tasks a consumer takes at once and runs concurrently (their requests fill Triton's batches).
+    batch_size: int = 4
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Seconds between two reports of what Triton's model repository holds.
     availability_interval_s: float = 5.0
+    metrics_port: int = 0  # Prometheus /metrics; 0: off
+    metrics_host: str = "127.0.0.1"

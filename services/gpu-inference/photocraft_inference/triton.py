@@ -1,9 +1,14 @@
-"""Calls to Triton Inference Server over gRPC.
+"""Calls to one or more Triton Inference Servers over gRPC, with failover.
 
-Triton runs with ``--model-control-mode=explicit``: a model is served only
-after it has been loaded through the repository API. ``Triton.config`` loads
-a model on first use (concurrent first requests wait for that one load) and
-returns its configuration; ``on_load`` hears of every load, with the config.
+Each instance has a health check (``/v2/health/ready`` over gRPC, every few
+seconds) and a residency manager (residency.py) that loads and unloads its
+models within its memory budget. A request goes to a healthy instance,
+preferably one that has the model loaded already (fewest requests in flight
+first), else the one with the most room. When an instance fails (connection
+refused, unavailable, timed out) it is marked down and the request moves to
+another one, with exponential backoff and jitter between attempts. Nothing
+is written before a request succeeds, so a retried request writes its result
+once.
 """
 
 from __future__ import annotations
@@ -11,19 +16,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from redis.asyncio import Redis
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from photocraft_common.settings import TritonSettings
+from . import metrics
+from .residency import Residency
+from .settings import InferenceSettings, TritonInstance
 
 log = logging.getLogger("photocraft.inference.triton")
 
-TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+UNREACHABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
+MODEL_GONE = re.compile(r"unknown model|is not ready|is not found|not loaded", re.IGNORECASE)
 
 
 class ModelUnavailable(RuntimeError):
@@ -34,8 +45,8 @@ class InvalidStageInput(ValueError):
     """The model refused the request's image or parameters; the message says why."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, InferenceServerException) and exc.status() in TRANSIENT
+class InstanceDown(RuntimeError):
+    """The request's instance failed; another one may take it."""
 
 
 def json_tensor(value: dict) -> np.ndarray:
@@ -48,109 +59,199 @@ def read_json(tensor: np.ndarray) -> dict:
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
 
-def _raise_refusal(exc: InferenceServerException) -> None:
-    message = exc.message() or str(exc)
-    if "invalid-input:" in message:
-        raise InvalidStageInput(message.split("invalid-input:", 1)[1].strip()) from None
-    raise exc
+def tensors(inputs: dict[str, np.ndarray]) -> list:
+    result = []
+    for name, array in inputs.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        result.append(tensor)
+    return result
 
 
-class Triton:
-    def __init__(self, settings: TritonSettings,
-                 on_load: Callable[[str, dict], Awaitable[None]] | None = None,
-                 retry_for_s: float = 60.0) -> None:
-        self._client = grpcclient.InferenceServerClient(settings.grpc_url)
-        self._timeout_s = settings.infer_timeout_s
-        self._retry_for_s = retry_for_s
+@dataclass
+class Instance:
+    url: str
+    client: grpcclient.InferenceServerClient
+    residency: Residency
+    healthy: bool = False
+
+
+async def gpu_budget(metrics_url: str) -> int | None:
+    """90 % of the GPU memory Triton reports on its metrics endpoint, or None without a GPU."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            text = (await client.get(metrics_url)).text
+    except httpx.HTTPError:
+        return None
+    totals = [float(v) for v in re.findall(r"^nv_gpu_memory_total_bytes\{[^}]*\} (\S+)$", text, re.MULTILINE)]
+    return int(0.9 * min(totals)) if totals else None
+
+
+class TritonPool:
+    def __init__(self, settings: InferenceSettings, redis: Redis, footprints: dict[str, int],
+                 on_load: Callable[[str, dict], Awaitable[None]] | None = None) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._footprints = footprints
         self._on_load = on_load
-        self._loads: dict[str, asyncio.Lock] = {}
+        self._timeout_s = settings.triton.infer_timeout_s
+        self.instances: list[Instance] = []
         self._configs: dict[str, dict] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        """Connect to every instance, load the pinned models, start health checks and sweeps.
+        Call inside the running event loop (gRPC clients bind to it)."""
+        residency = self._settings.residency
+        for spec in self._settings.triton.instances:
+            client = grpcclient.InferenceServerClient(spec.grpc)
+            budget = residency.budget_bytes or await gpu_budget(spec.metrics) or residency.cpu_budget_bytes
+            instance = Instance(spec.grpc, client, Residency(
+                self._redis, spec.grpc, budget, self._footprints, residency.default_footprint_bytes,
+                set(residency.pinned), residency.idle_ttl_s,
+                load=self._loader(client, spec), unload=client.unload_model,
+                loaded_now=self._ready_models(client)))
+            self.instances.append(instance)
+            log.info("Triton %s: budget %.0f MiB, pinned %s", spec.grpc, budget / 2**20, residency.pinned or "none")
+        await asyncio.gather(*(self._check(instance) for instance in self.instances))
+        for instance in self.instances:
+            self._tasks.append(asyncio.create_task(self._watch(instance)))
+            self._tasks.append(asyncio.create_task(instance.residency.run_sweeper(residency.sweep_interval_s)))
 
     async def close(self) -> None:
-        await self._client.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for instance in self.instances:
+            await instance.client.close()
+
+    def _loader(self, client: grpcclient.InferenceServerClient, spec: TritonInstance):
+        async def load(model: str) -> None:
+            try:
+                await client.load_model(model)
+            except InferenceServerException as exc:
+                if exc.status() in UNREACHABLE:
+                    raise InstanceDown(f"{spec.grpc}: {exc.message()}") from None
+                raise ModelUnavailable(f"Triton cannot load {model}: {exc.message()}") from None
+            if self._on_load:
+                config = (await client.get_model_config(model, as_json=True))["config"]
+                await self._on_load(model, config)
+        return load
+
+    @staticmethod
+    def _ready_models(client: grpcclient.InferenceServerClient):
+        async def ready() -> set[str]:
+            index = await client.get_model_repository_index(as_json=True)
+            return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+        return ready
+
+    async def _check(self, instance: Instance) -> None:
+        try:
+            healthy = await instance.client.is_server_ready(client_timeout=3)
+        except InferenceServerException:
+            healthy = False
+        if healthy != instance.healthy:
+            log.warning("Triton %s is %s", instance.url, "ready" if healthy else "down")
+            if healthy and instance.residency.pinned:
+                self._tasks.append(asyncio.create_task(self._load_pinned(instance)))
+        instance.healthy = healthy
+        metrics.INSTANCE_UP.labels(instance.url).set(int(healthy))
+
+    async def _load_pinned(self, instance: Instance) -> None:
+        try:
+            await instance.residency.sweep()  # a restarted instance has lost its models
+            await instance.residency.load_pinned()
+        except Exception:
+            log.exception("Triton %s: loading the pinned models failed", instance.url)
+
+    async def _watch(self, instance: Instance) -> None:
+        while True:
+            await asyncio.sleep(self._settings.triton.health_interval_s)
+            await self._check(instance)
 
     async def repository(self) -> list[str]:
-        """Every model in Triton's model repository, loaded or not."""
-        index = await self._client.get_model_repository_index(as_json=True)
+        """Every model in the repository of a healthy instance, loaded or not."""
+        instance = next((i for i in self.instances if i.healthy), None)
+        if instance is None:
+            raise InstanceDown("no Triton instance is ready")
+        index = await instance.client.get_model_repository_index(as_json=True)
         return [entry["name"] for entry in index.get("models", [])]
 
-    async def config(self, model: str) -> dict:
-        """``model``'s configuration (as JSON), loading the model if Triton does not serve it.
+    async def _choose(self, model: str, tried: set[str]) -> Instance:
+        candidates = [i for i in self.instances if i.healthy and i.url not in tried] or \
+                     [i for i in self.instances if i.healthy]
+        if not candidates:
+            raise InstanceDown("no Triton instance is ready")
+        resident = [i for i in candidates if await i.residency.resident(model)]
+        if resident:
+            loads = [await i.residency.in_flight(model) for i in resident]
+            return resident[loads.index(min(loads))]
+        room = [i.residency.budget - sum(map(i.residency.footprint, await i.residency.loaded()))
+                for i in candidates]
+        return candidates[room.index(max(room))]
 
-        Raises ModelUnavailable when Triton cannot load it.
-        """
-        lock = self._loads.setdefault(model, asyncio.Lock())
-        async with lock:
-            ready = await self._retrying(self._client.is_model_ready, model)
-            if ready and model in self._configs:
-                return self._configs[model]
-            if not ready:
-                started = time.monotonic()
+    async def _call(self, model: str, call: Callable[[Instance], Awaitable]):
+        """Run ``call`` on an instance holding ``model``, moving to another one on failure."""
+        tried: set[str] = set()
+        async for attempt in AsyncRetrying(retry=retry_if_exception_type(InstanceDown), reraise=True,
+                                           wait=wait_exponential_jitter(multiplier=0.5, max=10),
+                                           stop=stop_after_delay(self._settings.triton.failover_for_s)):
+            with attempt:
+                instance = await self._choose(model, tried)
+                tried.add(instance.url)
                 try:
-                    await self._retrying(self._client.load_model, model)
+                    async with instance.residency.use(model):
+                        return await call(instance)
                 except InferenceServerException as exc:
-                    if is_transient(exc):
-                        raise
-                    raise ModelUnavailable(f"Triton cannot load {model}: {exc.message()}") from None
-                log.info("loaded %s in %.1f s", model, time.monotonic() - started)
-            config = (await self._client.get_model_config(model, as_json=True))["config"]
-            self._configs[model] = config
-            if self._on_load:
-                await self._on_load(model, config)
-            return config
+                    message = exc.message() or str(exc)
+                    if "invalid-input:" in message:
+                        raise InvalidStageInput(message.split("invalid-input:", 1)[1].strip()) from None
+                    if exc.status() in UNREACHABLE:
+                        instance.healthy = False
+                        metrics.FAILOVERS.labels(instance.url).inc()
+                        raise InstanceDown(f"{instance.url}: {message}") from None
+                    if MODEL_GONE.search(message):  # the instance restarted and lost it
+                        await instance.residency.forget(model)
+                        raise InstanceDown(f"{instance.url} no longer has {model}") from None
+                    raise
+
+    async def config(self, model: str) -> dict:
+        """``model``'s Triton configuration (loading it somewhere if no instance has it)."""
+        if model not in self._configs:
+            async def fetch(instance: Instance) -> dict:
+                return (await instance.client.get_model_config(model, as_json=True))["config"]
+            self._configs[model] = await self._call(model, fetch)
+        return self._configs[model]
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run ``model`` on named input tensors; returns the named output tensors.
 
-        Transient gRPC failures (server restarting, overloaded) are retried
-        with exponential backoff and jitter for up to a minute. Raises
-        InvalidStageInput when the model refuses the request.
+        Raises InvalidStageInput when the model refuses the request,
+        ModelUnavailable when it cannot be loaded, InstanceDown when no instance
+        answered within the failover time.
         """
-        await self.config(model)
-        requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
-        try:
-            response = await self._retrying(self._client.infer, model, self._tensors(inputs),
-                                            outputs=requested, client_timeout=self._timeout_s)
-        except InferenceServerException as exc:
-            _raise_refusal(exc)
-        return {name: response.as_numpy(name) for name in outputs}
+        async def run(instance: Instance) -> dict[str, np.ndarray]:
+            requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
+            response = await instance.client.infer(model, tensors(inputs), outputs=requested,
+                                                   client_timeout=self._timeout_s)
+            return {name: response.as_numpy(name) for name in outputs}
+        return await self._call(model, run)
 
     async def stream(self, model: str, inputs: dict[str, np.ndarray], final_output: str,
                      on_partial: Callable[[dict], Awaitable[None]]) -> np.ndarray:
         """Run a decoupled ``model``: every INFO response goes to ``on_partial``;
         returns ``final_output`` from the response that carries it."""
-        await self.config(model)
-        tensors = self._tensors(inputs)
+        async def run(instance: Instance) -> np.ndarray:
+            async def request():
+                yield {"model_name": model, "inputs": tensors(inputs)}
 
-        async def request():
-            yield {"model_name": model, "inputs": tensors}
-
-        responses = self._client.stream_infer(request(), stream_timeout=self._timeout_s)
-        async for result, error in responses:
-            if error is not None:
-                _raise_refusal(error)
-            produced = {out.name for out in result.get_response().outputs}
-            if final_output in produced:
-                responses.cancel()
-                return result.as_numpy(final_output)
-            await on_partial(read_json(result.as_numpy("INFO")))
-        raise InferenceServerException(f"{model} ended its stream without {final_output}")
-
-    @staticmethod
-    def _tensors(inputs: dict[str, np.ndarray]) -> list:
-        tensors = []
-        for name, array in inputs.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        return tensors
-
-    async def _retrying(self, call, *args, **kwargs):
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            stop=stop_after_delay(self._retry_for_s),
-            reraise=True,
-        ):
-            with attempt:
-                return await call(*args, **kwargs)
+            responses = instance.client.stream_infer(request(), stream_timeout=self._timeout_s)
+            async for result, error in responses:
+                if error is not None:
+                    raise error
+                if final_output in {out.name for out in result.get_response().outputs}:
+                    responses.cancel()
+                    return result.as_numpy(final_output)
+                await on_partial(read_json(result.as_numpy("INFO")))
+            raise InferenceServerException(f"{model} ended its stream without {final_output}")
+        return await self._call(model, run)

@@ -36,18 +36,19 @@ from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import TASK_RESULTS
 
+from .residency import ModelTooLarge
 from .runners import RUNNERS, Produced
-from .triton import InvalidStageInput, ModelUnavailable, Triton
+from .triton import InvalidStageInput, ModelUnavailable, TritonPool
 
 log = logging.getLogger("photocraft.inference.worker")
 
 # Exceptions that end a task for good, and the error code the client sees.
 FINAL_ERRORS = {InvalidImage: "invalid-image", InvalidStageInput: "invalid-input",
-                ModelUnavailable: "model-unavailable"}
+                ModelUnavailable: "model-unavailable", ModelTooLarge: "model-too-large"}
 
 
 class Worker:
-    def __init__(self, broker: KafkaBroker, store: ObjectStore, triton: Triton, worker_id: str) -> None:
+    def __init__(self, broker: KafkaBroker, store: ObjectStore, triton: TritonPool, worker_id: str) -> None:
         self._broker = broker
         self._store = store
         self._triton = triton

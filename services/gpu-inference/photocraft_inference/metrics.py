@@ -1,0 +1,19 @@
+"""Prometheus metrics of gpu-inference, served on ``PHOTOCRAFT_METRICS_PORT`` (path /metrics).
+
+Labels: ``instance`` is the Triton instance's gRPC address, ``model`` the Triton model.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LOADS = Counter("photocraft_model_loads_total", "Models loaded into a Triton instance", ["instance", "model"])
+UNLOADS = Counter("photocraft_model_unloads_total", "Models unloaded; reason: lru or idle",
+                  ["instance", "model", "reason"])
+HITS = Counter("photocraft_residency_hits_total", "Requests for a model already loaded", ["instance", "model"])
+MISSES = Counter("photocraft_residency_misses_total", "Requests that had to load their model",
+                 ["instance", "model"])
+LOAD_SECONDS = Histogram("photocraft_model_load_seconds", "Time to load a model", ["instance", "model"],
+                         buckets=(0.5, 1, 2, 4, 8, 15, 30, 60, 120))
+IN_FLIGHT = Gauge("photocraft_requests_in_flight", "Requests holding a model", ["instance", "model"])
+RESIDENT_BYTES = Gauge("photocraft_resident_bytes", "Budgeted memory of the loaded models", ["instance"])
+INSTANCE_UP = Gauge("photocraft_triton_up", "1 while the Triton instance answers ready", ["instance"])
+FAILOVERS = Counter("photocraft_triton_failovers_total", "Requests moved off a failing instance", ["instance"])

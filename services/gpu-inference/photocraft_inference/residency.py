@@ -1,0 +1,172 @@
+"""Which models stay loaded in one Triton instance: LRU within a memory budget.
+
+Triton runs with explicit model control and evicts nothing by itself. Every
+worker that uses an instance shares that instance's residency state in Redis,
+so that no worker unloads a model another one is using:
+
+    photocraft:residency:<instance>:loaded           zset  model -> last use (Unix s)
+    photocraft:residency:<instance>:inflight:<model> zset  lease id -> lease expiry (Unix s)
+    photocraft:residency:<instance>:lock              the lock every load and unload holds
+
+``use(model)`` takes a lease on the model for the duration of a request. A
+model already loaded is a *hit*. Otherwise (a *miss*) the worker takes the
+instance's lock, checks again (a model loaded meanwhile by another request,
+in this worker or another, is not loaded twice: single flight), unloads the
+least recently used models that are neither pinned nor leased until the new
+one fits the budget, and loads it. A model larger than the whole budget is
+refused (ModelTooLarge); one that does not fit because the others are busy
+waits for them, with backoff. ``sweep`` unloads models idle for longer than
+the idle TTL and reconciles the state with what Triton really has loaded.
+Footprints come from models/registry.toml (``memory_bytes``, measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from . import metrics
+
+log = logging.getLogger("photocraft.inference.residency")
+
+
+class ModelTooLarge(RuntimeError):
+    """The model needs more memory than the instance's whole budget."""
+
+
+class NoRoom(RuntimeError):
+    """Every model that could make room is in use; try again later."""
+
+
+class Residency:
+    """Residency of models in one Triton instance.
+
+    ``load`` and ``unload`` are the instance's repository calls; ``loaded_now``
+    lists the models Triton reports as READY (for reconciliation).
+    """
+
+    def __init__(self, redis: Redis, instance: str, budget_bytes: int, footprints: dict[str, int],
+                 default_footprint: int, pinned: set[str], idle_ttl_s: float,
+                 load: Callable[[str], Awaitable[None]], unload: Callable[[str], Awaitable[None]],
+                 loaded_now: Callable[[], Awaitable[set[str]]], lease_s: float = 600.0,
+                 wait_for_room_s: float = 300.0) -> None:
+        self._redis = redis
+        self.instance = instance
+        self.budget = budget_bytes
+        self._footprints = footprints
+        self._default_footprint = default_footprint
+        self.pinned = pinned
+        self.idle_ttl_s = idle_ttl_s
+        self._load, self._unload, self._loaded_now = load, unload, loaded_now
+        self._lease_s = lease_s
+        self._wait_for_room_s = wait_for_room_s
+        prefix = f"photocraft:residency:{instance}"
+        self._loaded_key, self._inflight_prefix = f"{prefix}:loaded", f"{prefix}:inflight:"
+        self._lock = redis.lock(f"{prefix}:lock", timeout=lease_s, blocking_timeout=lease_s)
+
+    def footprint(self, model: str) -> int:
+        return self._footprints.get(model, self._default_footprint)
+
+    async def loaded(self) -> dict[str, float]:
+        """Loaded models and when each was last used (Unix s)."""
+        return {m.decode(): t for m, t in await self._redis.zrange(self._loaded_key, 0, -1, withscores=True)}
+
+    async def in_flight(self, model: str) -> int:
+        return await self._redis.zcount(self._inflight_prefix + model, time.time(), "+inf")
+
+    async def resident(self, model: str) -> bool:
+        return await self._redis.zscore(self._loaded_key, model) is not None
+
+    @asynccontextmanager
+    async def use(self, model: str) -> AsyncIterator[None]:
+        """Hold ``model`` loaded for the duration of the block; load it first if needed."""
+        if self.footprint(model) > self.budget:
+            raise ModelTooLarge(f"{model} needs {self.footprint(model) / 2**20:.0f} MiB; the budget of "
+                                f"{self.instance} is {self.budget / 2**20:.0f} MiB")
+        lease = uuid.uuid4().hex
+        inflight = self._inflight_prefix + model
+        await self._redis.zadd(inflight, {lease: time.time() + self._lease_s})
+        metrics.IN_FLIGHT.labels(self.instance, model).inc()
+        try:
+            if await self.resident(model):
+                metrics.HITS.labels(self.instance, model).inc()
+            else:
+                metrics.MISSES.labels(self.instance, model).inc()
+                async for attempt in AsyncRetrying(retry=retry_if_exception_type(NoRoom), reraise=True,
+                                                   wait=wait_exponential_jitter(multiplier=0.2, max=5),
+                                                   stop=stop_after_delay(self._wait_for_room_s)):
+                    with attempt:
+                        await self._load_making_room(model)
+            yield
+        finally:
+            await self._redis.zrem(inflight, lease)
+            if await self.resident(model):
+                await self._redis.zadd(self._loaded_key, {model: time.time()})
+            metrics.IN_FLIGHT.labels(self.instance, model).dec()
+
+    async def forget(self, model: str) -> None:
+        """Triton no longer has ``model`` (it restarted): drop it from the state."""
+        await self._redis.zrem(self._loaded_key, model)
+
+    async def _load_making_room(self, model: str) -> None:
+        async with self._lock:
+            loaded = await self.loaded()
+            if model in loaded:
+                return  # loaded while this request waited for the lock
+            used = sum(self.footprint(m) for m in loaded)
+            for victim in sorted(loaded, key=loaded.get):  # least recently used first
+                if used + self.footprint(model) <= self.budget:
+                    break
+                if victim not in self.pinned and not await self.in_flight(victim):
+                    await self._evict(victim, "lru")
+                    used -= self.footprint(victim)
+            if used + self.footprint(model) > self.budget:
+                raise NoRoom(f"no room for {model} in {self.instance}: the loaded models are in use")
+            started = time.monotonic()
+            await self._load(model)
+            metrics.LOADS.labels(self.instance, model).inc()
+            metrics.LOAD_SECONDS.labels(self.instance, model).observe(time.monotonic() - started)
+            await self._redis.zadd(self._loaded_key, {model: time.time()})
+            metrics.RESIDENT_BYTES.labels(self.instance).set(used + self.footprint(model))
+            log.info("%s: loaded %s in %.1f s", self.instance, model, time.monotonic() - started)
+
+    async def _evict(self, model: str, reason: str) -> None:
+        await self._redis.zrem(self._loaded_key, model)  # first: no new request counts it as loaded
+        await self._unload(model)
+        metrics.UNLOADS.labels(self.instance, model, reason).inc()
+        log.info("%s: unloaded %s (%s)", self.instance, model, reason)
+
+    async def load_pinned(self) -> None:
+        for model in sorted(self.pinned):
+            async with self.use(model):
+                pass
+
+    async def sweep(self) -> None:
+        """Unload models idle longer than the TTL; make the state match what Triton has loaded."""
+        async with self._lock:
+            really = await self._loaded_now()
+            loaded = await self.loaded()
+            for model in set(loaded) - really:
+                await self._redis.zrem(self._loaded_key, model)
+            for model in really - set(loaded):  # loaded outside this state (before a restart)
+                await self._redis.zadd(self._loaded_key, {model: time.time()})
+            cutoff = time.time() - self.idle_ttl_s
+            for model, last_use in (await self.loaded()).items():
+                if last_use < cutoff and model not in self.pinned and not await self.in_flight(model):
+                    await self._evict(model, "idle")
+            metrics.RESIDENT_BYTES.labels(self.instance).set(sum(self.footprint(m) for m in await self.loaded()))
+
+    async def run_sweeper(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # the next sweep tries again
+                log.exception("%s: residency sweep failed", self.instance)
