@@ -1,7 +1,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status run test unit lint \
-        bench-quality clean
+        bench-quality bench-residency clean
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
@@ -73,6 +73,9 @@ unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing 
 
 bench-quality: up ## Restore and enhance against classical baselines -> bench/results/quality.md
 	$(MODELS_PY) bench/quality.py
+
+bench-residency: up ## LRU residency against load-per-request and no eviction -> bench/results/residency.md
+	$(PY) bench/residency.py
 
 quantize: weights ## INT8 U²-Net-p, calibrated on real photos -> bench/results/quantization.md
 	$(MODELS_PY) models/quantize.py

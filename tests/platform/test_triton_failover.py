@@ -8,7 +8,7 @@ import re
 import httpx
 from skimage import data
 
-from .helpers import download, events_until, fresh, png_bytes, submit, supervisorctl
+from .helpers import download, events_until, fresh, job_events, png_bytes, submit, supervisorctl, wait_until
 
 
 def failovers() -> float:
@@ -43,3 +43,10 @@ async def test_jobs_move_to_the_other_instance_when_one_dies(gateway):
         assert types.count("completed") == 1 and types[-1] == "completed", types
         assert download(events[-1]["results"][0]).size == (768, 768)
     assert failovers() > before, "no request was in flight on the killed instance: the test proved nothing"
+
+
+async def test_service_resumes_on_its_own_after_every_triton_restarted(gateway):
+    supervisorctl("restart", "infra:triton", "infra:triton-2")
+    await wait_until("u2netp", available=True, timeout_s=90)
+    events = await job_events(gateway, "remove-background", {}, png_bytes(fresh(data.astronaut()[:128, :128])))
+    assert events[-1]["type"] == "completed", events[-1]

@@ -129,7 +129,12 @@ async def submit_job(
         raise Problem(422, "missing-file", "Missing file", f"{operation} needs an image in the 'file' field")
     if not op.takes_input and file is not None:
         raise Problem(422, "unexpected-file", "Unexpected file", f"{operation} takes no file")
-    missing = op.missing_models(parsed, await p.models.available())
+    available = await p.models.available()
+    if not available:
+        raise Problem(503, "inference-unavailable", "Inference unavailable",
+                      "no model is being served right now (the inference servers are starting or down); "
+                      "retry shortly", {"Retry-After": "10"})
+    missing = op.missing_models(parsed, available)
     if missing:
         raise Problem(503, "model-not-installed", "Model not installed",
                       f"{operation} needs {', '.join(missing)}, which this platform does not serve now "

@@ -32,7 +32,7 @@ from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import inference_group, model_topic
 
 from .settings import InferenceSettings
-from .triton import InstanceDown, TritonPool
+from .triton import TritonPool
 from .worker import Worker
 
 log = logging.getLogger("photocraft.inference")
@@ -51,8 +51,8 @@ async def report_availability(pool: TritonPool, directory: ModelDirectory, inter
             present = await pool.repository()
             await directory.publish_available(present, ttl_s=3 * interval_s)
             await directory.forget_weights_except(set(present))
-        except (InstanceDown, OSError) as exc:
-            log.warning("cannot read Triton's model repository: %s", exc)
+        except Exception as exc:  # Triton restarting, Redis down: report again next time
+            log.warning("cannot report the models Triton holds: %r", exc)
         await asyncio.sleep(interval_s)
 
 
