@@ -32,4 +32,5 @@ async def test_tiled_upscale_matches_the_whole_image(gateway):
     difference = np.abs(tiled - whole)
     # The image's own border is mirrored differently (window vs. image), nowhere else may differ.
     inner = difference[32:-32, 32:-32]
-    assert inner.max() <= 1, f"seams: largest difference {inner.max()} at {np.unravel_index(inner.argmax(), inner.shape)}"
+    where = np.unravel_index(inner.argmax(), inner.shape)
+    assert inner.max() <= 1, f"seams: largest difference {inner.max()} at {where}"
