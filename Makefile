@@ -1,6 +1,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help install deps proto weights fetch-weights quantize up down status run test unit lint \
+.PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
         bench-quality bench-residency clean
 
 PY := .venv/bin/python
@@ -59,8 +59,13 @@ down: ## Stop everything `make up` started
 status: ## Show what runs
 	@$(PY) infra/stack.py status
 
-run: up ## Every operation on sample photos; or one job: PHOTO=path OP=operation PARAMS='{json}'
-	$(PY) scripts/demo.py $(if $(or $(PHOTO),$(OP)),$(if $(PHOTO),"$(PHOTO)") \
+DEMO_KEY = PHOTOCRAFT_API_KEY="$$(cat var/demo-api-key)"
+
+demo-key: up
+	@test -s var/demo-api-key || .venv/bin/photocraft-tenants create demo --tier enterprise > var/demo-api-key
+
+run: demo-key ## Every operation on sample photos; or one job: PHOTO=path OP=operation PARAMS='{json}'
+	$(DEMO_KEY) $(PY) scripts/demo.py $(if $(or $(PHOTO),$(OP)),$(if $(PHOTO),"$(PHOTO)") \
 	    $(if $(OP),--operation "$(OP)") $(if $(PARAMS),--params '$(PARAMS)'),--showcase)
 
 test: up ## Run every test: unit, model code, and against the platform (leaves it up)
@@ -71,8 +76,8 @@ unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing 
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest tests/unit
 
-bench-quality: up ## Restore and enhance against classical baselines -> bench/results/quality.md
-	$(MODELS_PY) bench/quality.py
+bench-quality: demo-key ## Restore and enhance against classical baselines -> bench/results/quality.md
+	$(DEMO_KEY) $(MODELS_PY) bench/quality.py
 
 bench-residency: up ## LRU residency against load-per-request and no eviction -> bench/results/residency.md
 	$(PY) bench/residency.py

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import sys
 import time
@@ -113,7 +114,7 @@ def submit(client: httpx.Client, image: np.ndarray, operation: str, params: dict
 
 
 def result(client: httpx.Client, job: dict, timeout_s: float = 900) -> tuple[np.ndarray, list[str]]:
-    headers = {"Authorization": f"Bearer {job['token']}"}
+    headers = {"Authorization": f"Bearer {job['token']}"}  # the job's own token
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         view = client.get(job["status_url"], headers=headers).raise_for_status().json()
@@ -137,7 +138,8 @@ def main() -> None:
     degraded = {(d, p): make(clean, rng) for d, (make, _, _) in SUITE.items() for p, clean in PHOTOS.items()}
     table: dict[str, dict[str, list[tuple[float, float]]]] = {d: {} for d in SUITE}
     notes: dict[str, set[str]] = {d: set() for d in SUITE}
-    with httpx.Client(timeout=120) as client:
+    key = os.environ.get("PHOTOCRAFT_API_KEY")  # make bench-quality sets it
+    with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"} if key else {}) as client:
         jobs = {(d, p, name): submit(client, degraded[d, p], op, params)
                 for d, (_, ours, _) in SUITE.items() for p in PHOTOS for name, (op, params) in ours.items()}
         print(f"{len(jobs)} jobs submitted; baselines meanwhile", flush=True)

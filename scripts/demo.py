@@ -6,6 +6,9 @@
 Each job is submitted with ``POST /v1/jobs``; every event from the job's
 WebSocket is printed as it arrives; the results are downloaded into out/.
 Photos default to scikit-image's samples (astronaut, chelsea, coffee, camera).
+With ``PHOTOCRAFT_API_KEY`` set the jobs are that tenant's (make run sets a
+local demo tenant's key); without it they are an anonymous device's, which
+may make 5 edits a day.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -86,8 +90,10 @@ def run(name: str, operation: str, params: dict, photo: bytes | None) -> bool:
     """One job, start to finish; True when its results were written."""
     print(f"\n== {operation} on {name} {json.dumps(params) if params else ''}")
     files = {"file": (f"{name}.png", photo)} if photo is not None else None
+    key = os.environ.get("PHOTOCRAFT_API_KEY")
     response = httpx.post(f"{GATEWAY}/v1/jobs", timeout=60, files=files,
-                          data={"operation": operation, "params": json.dumps(params)})
+                          data={"operation": operation, "params": json.dumps(params)},
+                          headers={"Authorization": f"Bearer {key}"} if key else {})
     if response.status_code != 202:
         problem = response.json()
         print(f"not run: {response.status_code} {problem.get('title')}: {problem.get('detail')}")

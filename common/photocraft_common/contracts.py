@@ -14,15 +14,18 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from photocraft.v1.jobs_pb2 import (
+    BatchProgress,
     Cancelled,
     Completed,
     Failed,
+    JobCancelled,
     JobEvent,
     JobSubmitted,
     ObjectRef,
     Progress,
     Queued,
     Received,
+    Retrying,
     StageCompleted,
     Started,
     TaskDispatched,
@@ -32,8 +35,8 @@ from photocraft.v1.jobs_pb2 import (
 )
 
 __all__ = [
-    "Cancelled", "Completed", "DecodeError", "Failed", "JobEvent", "JobSubmitted",
-    "ObjectRef", "Progress", "Queued", "Received", "StageCompleted", "Started",
+    "BatchProgress", "Cancelled", "Completed", "DecodeError", "Failed", "JobCancelled", "JobEvent",
+    "JobSubmitted", "ObjectRef", "Progress", "Queued", "Received", "Retrying", "StageCompleted", "Started",
     "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
     "new_id", "now", "parse", "to_datetime",
 ]

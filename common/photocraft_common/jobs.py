@@ -61,6 +61,9 @@ class JobRecord(BaseModel):
     tenant_id: str
     operation: str
     status: JobStatus
+    tier: str = "anonymous"
+    lane: str = "standard"
+    batch_id: str = ""
     params_json: str = "{}"
     input: ObjectRef | None = None
     results: list[ObjectRef] = []
@@ -85,13 +88,13 @@ class JobStore:
         self._transition = redis.register_script(_TRANSITION)
 
     async def create(self, job_id: str, tenant_id: str, operation: str, params_json: str,
-                     input_ref: ObjectRef | None, token: str) -> None:
+                     input_ref: ObjectRef | None, token: str, tier: str, lane: str, batch_id: str = "") -> None:
         stamp = time.time()
         fields = {
             "job_id": job_id, "tenant_id": tenant_id, "operation": operation,
             "status": JobStatus.QUEUED.value, "params_json": params_json,
-            "input": ref_to_json(input_ref) if input_ref else "",
-            "created_at": stamp, "updated_at": stamp, "token_sha256": hash_token(token),
+            "input": ref_to_json(input_ref) if input_ref else "", "tier": tier, "lane": lane,
+            "batch_id": batch_id, "created_at": stamp, "updated_at": stamp, "token_sha256": hash_token(token),
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=fields)

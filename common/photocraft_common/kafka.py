@@ -7,15 +7,23 @@ Messages carry protobuf bytes, are keyed by job id and name their type in a
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from google.protobuf.message import Message
-from tenacity import before_sleep_log, retry, stop_after_attempt, wait_exponential_jitter
+from google.protobuf.message import DecodeError, Message
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from .settings import KafkaSettings
+from .topics import DEAD_LETTERS
 
-__all__ = ["AckPolicy", "make_broker", "publish", "subscriber_options", "with_backoff"]
+__all__ = ["AckPolicy", "dead_letter", "handle_or_dead_letter", "make_broker", "publish", "subscriber_options"]
 
 log = logging.getLogger("photocraft.kafka")
 
@@ -63,16 +71,34 @@ async def publish(broker: KafkaBroker, topic: str, message: Message) -> None:
     )
 
 
-def with_backoff(handler):
-    """Retry an idempotent message handler with exponential backoff and jitter.
+async def dead_letter(broker: KafkaBroker, record, error: BaseException) -> None:
+    """Publish the consumed ``record`` (an aiokafka ConsumerRecord) to the dead-letter topic,
+    with where it came from and why it failed in its headers."""
+    await broker.publish(record.value, DEAD_LETTERS, key=record.key, headers={
+        "error": repr(error)[:2000], "error-type": type(error).__name__, "source-topic": record.topic,
+        "source-partition": str(record.partition), "source-offset": str(record.offset),
+        "message-type": dict(record.headers or ()).get("message-type", b"").decode(errors="replace"),
+    })
+    log.error("%s[%d]@%d sent to %s: %r", record.topic, record.partition, record.offset, DEAD_LETTERS, error)
 
-    After the last attempt the error propagates, so (with NACK_ON_ERROR) the
-    offset stays uncommitted and the message is consumed again, instead of
-    spinning on a failing dependency such as Redis being down.
+
+async def handle_or_dead_letter(broker: KafkaBroker, record, work: Callable[[], Awaitable[None]],
+                                retry_for_s: float = 120.0) -> None:
+    """Run ``work`` for one consumed message, retrying with exponential backoff and jitter.
+
+    A poison message (one that does not decode) goes to the dead-letter topic at
+    once; one whose handling still fails after ``retry_for_s`` goes there too, so
+    that it never blocks its partition. Either way the offset moves on.
     """
-    return retry(
-        wait=wait_exponential_jitter(multiplier=0.5, max=15),
-        stop=stop_after_attempt(6),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    )(handler)
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_not_exception_type(DecodeError),
+            wait=wait_exponential_jitter(multiplier=0.5, max=15),
+            stop=stop_after_delay(retry_for_s),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                await work()
+    except Exception as exc:
+        await dead_letter(broker, record, exc)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .tiers import DEFAULT_TIERS, Tier, TierPolicy
+
 
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -46,4 +48,6 @@ class PlatformSettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     # Seconds a job's record and event log are kept in Redis.
     job_ttl_s: int = 2 * 24 * 3600
+    # Tiers of service, e.g. PHOTOCRAFT_TIERS='{"pro": {"weight": 8, "concurrency": 40, ...}, ...}'.
+    tiers: dict[Tier, TierPolicy] = DEFAULT_TIERS
     log_level: str = "INFO"

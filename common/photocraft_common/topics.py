@@ -11,6 +11,8 @@ from dataclasses import dataclass
 JOBS_SUBMITTED = "photocraft.jobs.submitted"  # JobSubmitted: gateway -> scheduler
 TASK_RESULTS = "photocraft.tasks.results"  # TaskResult: gpu-inference -> scheduler
 JOB_EVENTS = "photocraft.jobs.events"  # JobEvent: every service -> notifier, partners
+JOBS_CANCELLED = "photocraft.jobs.cancelled"  # JobCancelled: gateway -> scheduler
+DEAD_LETTERS = "photocraft.deadletter"  # messages no consumer could handle, with the error in headers
 MODEL_TOPIC_PREFIX = "photocraft.tasks.model."  # TaskDispatched: scheduler -> gpu-inference
 
 SCHEDULER_GROUP = "photocraft-scheduler"
@@ -36,5 +38,5 @@ class TopicSpec:
 
 def platform_topics(models: list[str], partitions: int = 6) -> list[TopicSpec]:
     """Every topic the platform needs, given the models it serves."""
-    names = [JOBS_SUBMITTED, TASK_RESULTS, JOB_EVENTS, *map(model_topic, models)]
+    names = [JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, DEAD_LETTERS, *map(model_topic, models)]
     return [TopicSpec(name, partitions) for name in names]

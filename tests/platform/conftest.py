@@ -11,7 +11,7 @@ from skimage import data as samples
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
 
-from .helpers import GATEWAY
+from .helpers import GATEWAY, tenant_key
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,23 @@ def s3(settings):
     return make_client(settings.s3)
 
 
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    """An enterprise tenant's API key (no daily quota), made with the real admin tool."""
+    return tenant_key("tests", "enterprise")
+
+
 @pytest.fixture
-async def gateway():
+async def gateway(api_key):
+    """A client of the gateway that sends the test tenant's API key."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with httpx.AsyncClient(base_url=GATEWAY, timeout=30, headers=headers) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous():
+    """A client of the gateway without any credentials."""
     async with httpx.AsyncClient(base_url=GATEWAY, timeout=30) as client:
         yield client
 

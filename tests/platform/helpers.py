@@ -17,6 +17,7 @@ import numpy as np
 import redis.asyncio
 import websockets
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from PIL import Image
 
 from photocraft_common.models import ModelDirectory
@@ -43,6 +44,13 @@ def fresh(pixels: np.ndarray) -> np.ndarray:
     return copy
 
 
+def tenant_key(tenant: str, tier: str) -> str:
+    """A new API key for ``tenant``, from photocraft-tenants."""
+    tool = Path(sys.executable).parent / "photocraft-tenants"
+    return subprocess.run([tool, "create", tenant, "--tier", tier], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -57,6 +65,12 @@ async def submit(gateway: httpx.AsyncClient, content: bytes, filename: str = "ph
 
 async def events_until(job: dict, stop: set[str] = TERMINAL, timeout_s: float = 120) -> list[dict]:
     """Read the job's WebSocket until an event whose type is in ``stop``; heartbeats are left out."""
+    return await events_while(job, lambda events: events[-1]["type"] not in stop, timeout_s)
+
+
+async def events_while(job: dict, going_on, timeout_s: float = 120) -> list[dict]:
+    """The job's (or batch's) events from the first, read until ``going_on(events)`` is false or the
+    stream ends; heartbeats are left out."""
     received: list[dict] = []
 
     async def read() -> None:
@@ -66,21 +80,31 @@ async def events_until(job: dict, stop: set[str] = TERMINAL, timeout_s: float = 
                 if event["type"] == "heartbeat":
                     continue
                 received.append(event)
-                if event["type"] in stop:
+                if not going_on(received):
                     return
 
     await asyncio.wait_for(read(), timeout_s)
     return received
 
 
+async def partitions(settings: PlatformSettings, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``, as the broker describes them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    found = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    assert {tp.topic for tp in found} == set(topics), f"unknown topics among {topics}"
+    return found
+
+
 async def end_offsets(settings: PlatformSettings, topics: list[str]) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [TopicPartition(topic, p) for topic in topics
-                      for p in consumer.partitions_for_topic(topic) or ()]
-        return await consumer.end_offsets(partitions)
+        return await consumer.end_offsets(await partitions(settings, topics))
     finally:
         await consumer.stop()
 

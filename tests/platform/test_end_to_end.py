@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as samples
 
-from .helpers import events_until, fresh, png_bytes, submit
+from .helpers import events_until, fresh, png_bytes, submit, tenant_key
 
 
 async def test_remove_background_end_to_end(gateway, astronaut):
@@ -50,17 +50,21 @@ async def test_remove_background_end_to_end(gateway, astronaut):
     assert 0.2 < (alpha < 128).mean() < 0.6
 
 
-async def test_job_status_needs_the_jobs_token(gateway, astronaut):
+async def test_job_status_needs_the_jobs_token_or_its_tenants_key(gateway, anonymous, astronaut):
     job = (await submit(gateway, png_bytes(astronaut[::4, ::4]))).json()
     url = f"/v1/jobs/{job['job_id']}"
 
-    missing = await gateway.get(url)
-    wrong = await gateway.get(url, headers={"Authorization": "Bearer not-the-token"})
-    unknown = await gateway.get("/v1/jobs/0123456789abcdef", headers={"Authorization": "Bearer x"})
+    missing = await anonymous.get(url)
+    wrong = await anonymous.get(url, headers={"Authorization": "Bearer not-the-token"})
+    other_tenant = await anonymous.get(url, headers={"Authorization": f"Bearer {tenant_key('someone-else', 'pro')}"})
+    unknown = await anonymous.get("/v1/jobs/0123456789abcdef", headers={"Authorization": "Bearer x"})
+    by_token = await anonymous.get(url, headers={"Authorization": f"Bearer {job['token']}"})
+    by_owner = await gateway.get(url)
 
-    assert (missing.status_code, wrong.status_code, unknown.status_code) == (401, 403, 404)
-    for response in (missing, wrong, unknown):
+    assert [r.status_code for r in (missing, wrong, other_tenant, unknown)] == [401, 403, 403, 404]
+    for response in (missing, wrong, other_tenant, unknown):
         assert response.headers["content-type"] == "application/problem+json"
+    assert by_token.status_code == by_owner.status_code == 200
     await events_until(job)  # let it finish before the next test
 
 

@@ -7,9 +7,11 @@ concurrently, so Triton's dynamic batcher has requests to combine; their
 offsets are committed together once every result is published. Replicas of
 this worker share the consumer groups and split the partitions between them.
 In the background the worker reports which models Triton's repository holds
-(the gateway refuses jobs whose models are missing) and, whenever it loads a
-model, the digest of its weights (the scheduler addresses reusable results
-with it). See docs/gpu-inference.md.
+(the gateway refuses jobs whose models are missing), its task slots per model
+(the scheduler releases no more tasks than the workers can take) and, whenever
+it loads a model, the digest of its weights (the scheduler addresses reusable
+results with it). A message that cannot be handled goes to the dead-letter
+topic. See docs/gpu-inference.md.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import tomllib
 from pathlib import Path
 
 from faststream import FastStream
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from photocraft_common import logs
-from photocraft_common.contracts import DecodeError, TaskDispatched, parse
-from photocraft_common.kafka import AckPolicy, make_broker, subscriber_options, with_backoff
+from photocraft_common.capacity import report_capacity
+from photocraft_common.contracts import TaskDispatched, parse
+from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.models import ModelDirectory
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import inference_group, model_topic
@@ -45,12 +49,15 @@ def footprints(registry: Path) -> dict[str, int]:
     return {name: entry["memory_bytes"] for name, entry in models.items() if entry.get("memory_bytes")}
 
 
-async def report_availability(pool: TritonPool, directory: ModelDirectory, interval_s: float) -> None:
+async def report(pool: TritonPool, directory: ModelDirectory, redis: Redis, settings: InferenceSettings) -> None:
+    """Every few seconds: the models Triton holds, and this worker's task slots per model."""
+    interval_s = settings.availability_interval_s
     while True:
         try:
             present = await pool.repository()
             await directory.publish_available(present, ttl_s=3 * interval_s)
             await directory.forget_weights_except(set(present))
+            await report_capacity(redis, settings.worker_id, settings.models, settings.batch_size, 3 * interval_s)
         except Exception as exc:  # Triton restarting, Redis down: report again next time
             log.warning("cannot report the models Triton holds: %r", exc)
         await asyncio.sleep(interval_s)
@@ -70,19 +77,15 @@ def create_app(settings: InferenceSettings) -> FastStream:
     pool = TritonPool(settings, redis, footprints(settings.model_registry), on_load=on_load)
     worker = Worker(broker, ObjectStore(settings.s3), pool, settings.worker_id)
 
-    @with_backoff
-    async def handle(bodies: list[bytes]) -> None:
-        tasks = []
-        for body in bodies:
-            try:
-                tasks.append(parse(TaskDispatched, body))
-            except DecodeError:
-                log.error("undecodable TaskDispatched skipped (%d bytes)", len(body))
-        await asyncio.gather(*(worker.handle(task) for task in tasks))
+    async def run(record) -> None:
+        await handle_or_dead_letter(broker, record, lambda: worker.handle(parse(TaskDispatched, record.value)))
+
+    async def handle(bodies: list[bytes], message: KafkaMessage) -> None:
+        await asyncio.gather(*(run(record) for record in message.raw_message))
 
     for model in settings.models:
-        # NACK_ON_ERROR: an exception (a result that could not be published) leaves the
-        # offsets uncommitted and the tasks are consumed again.
+        # Handlers raise only when even the dead-letter topic cannot be written; then
+        # NACK_ON_ERROR leaves the offsets uncommitted and the tasks are consumed again.
         options = subscriber_options(settings.kafka, inference_group(model), AckPolicy.NACK_ON_ERROR)
         broker.subscriber(model_topic(model), batch=True, max_records=settings.batch_size, **options)(handle)
 
@@ -94,8 +97,7 @@ def create_app(settings: InferenceSettings) -> FastStream:
         if settings.metrics_port:
             start_http_server(settings.metrics_port, addr=settings.metrics_host)
         await pool.start()
-        background.append(asyncio.create_task(
-            report_availability(pool, directory, settings.availability_interval_s)))
+        background.append(asyncio.create_task(report(pool, directory, redis, settings)))
 
     @app.on_shutdown
     async def stop() -> None:

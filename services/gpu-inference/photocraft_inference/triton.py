@@ -148,7 +148,7 @@ class TritonPool:
     async def _check(self, instance: Instance) -> None:
         try:
             healthy = await instance.client.is_server_ready(client_timeout=3)
-        except InferenceServerException:
+        except Exception:  # refused, timed out, reset: all mean not ready now
             healthy = False
         if healthy != instance.healthy:
             log.warning("Triton %s is %s", instance.url, "ready" if healthy else "down")

@@ -64,9 +64,7 @@ class Worker:
         that the task is consumed again.
         """
         started = time.monotonic()
-        log.info("task %s (attempt %d) on %s", task.task_id, task.attempt, task.model)
-        await self._events.emit(task.job_id, task.tenant_id,
-                                started=Started(stage=task.stage, worker_id=self.worker_id))
+        log.info("task %s on %s", task.task_id, task.model)
         result = TaskResult(task_id=task.task_id, job_id=task.job_id, stage=task.stage,
                             model=task.model, attempt=task.attempt, worker_id=self.worker_id)
         try:
@@ -98,6 +96,8 @@ class Worker:
                 [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects]):
             log.info("task %s: result reused from %s", task.task_id, key)
             return reused
+        await self._events.emit(task.job_id, task.tenant_id,
+                                started=Started(stage=task.stage, worker_id=self.worker_id))
         quality = params.pop("quality", 92)
         source = None
         if task.inputs:

@@ -1,68 +1,94 @@
-"""``photocraft-scheduler``: consume submitted jobs and task results.
+"""``photocraft-scheduler``: consume submitted jobs, cancellations and task results.
 
 Replicas share the consumer group ``photocraft-scheduler``; Kafka gives each
-replica its own partitions, and one job's messages always land in the same one.
+replica its own partitions, and one job's messages always land in the same
+one. Every replica also runs the fair-share pump (fairshare.py), whose
+decisions are atomic in Redis, so any replica may release any stage, once.
+Messages that cannot be handled go to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
 from faststream import FastStream
+from faststream.kafka.annotations import KafkaMessage
 from redis.asyncio import Redis
 
 from photocraft_common import logs
-from photocraft_common.contracts import DecodeError, JobSubmitted, TaskResult, parse
-from photocraft_common.kafka import AckPolicy, make_broker, subscriber_options, with_backoff
-from photocraft_common.settings import PlatformSettings
+from photocraft_common.contracts import JobCancelled, JobSubmitted, TaskResult, parse
+from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.storage import ObjectStore
-from photocraft_common.topics import JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS
+from photocraft_common.topics import JOBS_CANCELLED, JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS
 
 from .scheduler import Scheduler
+from .settings import SchedulerSettings
 
 log = logging.getLogger("photocraft.scheduler")
 
 
-def create_app(settings: PlatformSettings) -> FastStream:
+async def keep_ticking(scheduler: Scheduler, settings: SchedulerSettings) -> None:
+    last_overdue_check = 0.0
+    while True:
+        await asyncio.sleep(settings.tick_s)
+        check_overdue = time.monotonic() - last_overdue_check > settings.overdue_check_s
+        try:
+            await scheduler.tick(check_overdue)
+            last_overdue_check = time.monotonic() if check_overdue else last_overdue_check
+        except Exception:  # Redis or Kafka away for a moment: the next tick tries again
+            log.exception("scheduler tick failed")
+
+
+def create_app(settings: SchedulerSettings) -> FastStream:
     broker = make_broker(settings.kafka, "photocraft-scheduler")
     redis = Redis.from_url(settings.redis.url)
-    scheduler = Scheduler(broker, redis, ObjectStore(settings.s3), settings.job_ttl_s)
-    # Errors other than undecodable messages are retried with backoff, then
-    # propagate: the offset is not committed and the message is consumed again.
+    scheduler = Scheduler(broker, redis, ObjectStore(settings.s3), settings)
+    # Handlers never raise but when even the dead-letter topic cannot be written: then the
+    # offset stays where it is (NACK) and the message comes again.
     options = subscriber_options(settings.kafka, SCHEDULER_GROUP, AckPolicy.NACK_ON_ERROR)
 
     @broker.subscriber(JOBS_SUBMITTED, **options)
-    @with_backoff
-    async def on_submitted(body: bytes) -> None:
-        try:
-            job = parse(JobSubmitted, body)
-        except DecodeError:
-            log.error("undecodable JobSubmitted skipped (%d bytes)", len(body))
-            return
-        await scheduler.on_submitted(job)
+    async def on_submitted(body: bytes, message: KafkaMessage) -> None:
+        await handle_or_dead_letter(broker, message.raw_message,
+                                    lambda: scheduler.on_submitted(parse(JobSubmitted, body)))
+
+    @broker.subscriber(JOBS_CANCELLED, **options)
+    async def on_cancelled(body: bytes, message: KafkaMessage) -> None:
+        await handle_or_dead_letter(broker, message.raw_message,
+                                    lambda: scheduler.on_cancelled(parse(JobCancelled, body).job_id))
 
     @broker.subscriber(TASK_RESULTS, **options)
-    @with_backoff
-    async def on_result(body: bytes) -> None:
-        try:
-            result = parse(TaskResult, body)
-        except DecodeError:
-            log.error("undecodable TaskResult skipped (%d bytes)", len(body))
-            return
-        await scheduler.on_result(result)
+    async def on_result(body: bytes, message: KafkaMessage) -> None:
+        await handle_or_dead_letter(broker, message.raw_message,
+                                    lambda: scheduler.on_result(parse(TaskResult, body)))
 
     app = FastStream(broker)
+    ticking: list[asyncio.Task] = []
+
+    @app.after_startup
+    async def start_ticking() -> None:
+        ticking.append(asyncio.create_task(keep_ticking(scheduler, settings)))
+
+    @app.on_shutdown
+    async def stop_ticking() -> None:
+        for task in ticking:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.after_shutdown(redis.aclose)
     return app
 
 
-async def serve(settings: PlatformSettings) -> None:
+async def serve(settings: SchedulerSettings) -> None:
     await create_app(settings).run()
 
 
 def main() -> None:
-    settings = PlatformSettings()
+    settings = SchedulerSettings()
     logs.configure("scheduler", settings.log_level)
     asyncio.run(serve(settings))
 

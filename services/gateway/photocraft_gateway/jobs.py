@@ -1,0 +1,285 @@
+"""``/v1/jobs``: submit a job, read it, cancel it.
+
+A submission is checked in this order, and nothing is stored or published
+unless every check passes: the operation and its parameters (422), the
+caller's tier allows the operation (403), the platform serves its models
+(503), the photo (413, 415, 422), the caller's daily quota (429, with
+Retry-After). Then the photo goes to S3, the job record to Redis, and
+JobSubmitted to Kafka.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel
+
+from photocraft_common.contracts import JobCancelled, JobSubmitted, ObjectRef, Received, new_id, now
+from photocraft_common.images import ImageInfo, InvalidImage, probe
+from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.kafka import publish
+from photocraft_common.operations import (
+    MEGAPIXEL,
+    Operation,
+    UnknownOperation,
+    ValidationError,
+    get_operation,
+    parse_params,
+)
+from photocraft_common.storage import ObjectStore, input_key
+from photocraft_common.tiers import Lane, Tier, TierPolicy, lane_of
+from photocraft_common.topics import JOBS_CANCELLED, JOBS_SUBMITTED
+
+from .accounts import Identity
+from .app import BearerDep, IdentityDep, Platform, PlatformDep
+from .problems import Problem
+from .quotas import Grant
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    lane: Lane
+    token: str  # job-scoped secret: send it as "Authorization: Bearer <token>"
+    status_url: str
+    events_url: str  # the notifier's WebSocket for this job's events
+
+
+class ResultView(BaseModel):
+    url: str  # presigned S3 GET URL
+    role: str  # "image", or "mask": the pixels the operation may have changed
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class JobView(BaseModel):
+    job_id: str
+    operation: str
+    status: JobStatus
+    tier: str
+    lane: str
+    batch_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    result_url: str | None = None  # the result image's URL, when completed
+    results: list[ResultView] = []
+    warnings: list[str] = []
+    error: dict[str, str] | None = None  # code, message, stage; when failed
+
+
+@dataclass
+class Admitted:
+    """A submission that passed the checks that need no photo."""
+
+    operation: Operation
+    params: object
+    policy: TierPolicy
+
+
+def validation_detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'params'}: {e['msg']}" for e in exc.errors())
+
+
+async def admit(p: Platform, caller: Identity, operation: str, params: str | None) -> Admitted:
+    try:
+        parsed = parse_params(operation, params)
+    except UnknownOperation as exc:
+        raise Problem(422, "unknown-operation", "Unknown operation", str(exc)) from None
+    except ValidationError as exc:
+        raise Problem(422, "invalid-params", "Invalid parameters", validation_detail(exc)) from None
+    except ValueError as exc:
+        raise Problem(422, "invalid-params", "Invalid parameters", str(exc)) from None
+    policy = p.settings.tiers[caller.tier]
+    if not policy.allows(operation):
+        raise Problem(403, "operation-not-allowed", "Operation not in your tier",
+                      f"the {caller.tier} tier does not include {operation}; an account with a higher tier does")
+    op = get_operation(operation)
+    available = await p.models.available()
+    if not available:
+        raise Problem(503, "inference-unavailable", "Inference unavailable",
+                      "no model is being served right now (the inference servers are starting or down); "
+                      "retry shortly", {"Retry-After": "10"})
+    if missing := op.missing_models(parsed, available):
+        raise Problem(503, "model-not-installed", "Model not installed",
+                      f"{operation} needs {', '.join(missing)}, which this platform does not serve now "
+                      "(see docs/models.md to install it)")
+    return Admitted(op, parsed, policy)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise Problem(413, "upload-too-large", "Upload too large",
+                      f"{upload.filename or 'the file'} is larger than {limit} bytes")
+    return data
+
+
+def check_photo(p: Platform, admitted: Admitted, data: bytes, name: str) -> ImageInfo:
+    try:
+        info = probe(data, p.settings.max_pixels)
+    except InvalidImage as exc:
+        raise Problem(415, "unsupported-image", "Not a supported image", f"{name}: {exc}") from None
+    limit = admitted.operation.max_input_megapixels(admitted.params)
+    if info.width * info.height > limit * MEGAPIXEL:
+        raise Problem(422, "image-too-large", "Image too large for these parameters",
+                      f"{name}: {info.width}x{info.height} is over {limit} MP, the limit of "
+                      f"{admitted.operation.name} with these parameters")
+    return info
+
+
+async def take_quota(p: Platform, caller: Identity, request: Request, policy: TierPolicy, edits: int) -> Grant:
+    if caller.tier is Tier.ANONYMOUS:
+        limits = {f"device:{caller.device_id}": policy.daily_quota,
+                  f"ip:{request.client.host if request.client else 'unknown'}": p.settings.anonymous_ip_daily_quota}
+    else:
+        limits = {f"tenant:{caller.tenant_id}": policy.daily_quota} if policy.daily_quota is not None else {}
+    grant = await p.quotas.take({k: v for k, v in limits.items() if v is not None}, edits)
+    if not grant.granted:
+        raise Problem(429, "quota-exceeded", "Daily quota used up",
+                      f"the {caller.tier} tier allows {policy.daily_quota} edits per 24 h"
+                      + (" (and per IP address without an account)" if caller.tier is Tier.ANONYMOUS else "")
+                      + f"; the next one is possible in {grant.retry_after_s} s",
+                      {"Retry-After": str(grant.retry_after_s), **device_header(caller)})
+    return grant
+
+
+def device_header(caller: Identity) -> dict[str, str]:
+    return {"X-Device-Token": caller.issued_token} if caller.issued_token else {}
+
+
+async def store_photo(p: Platform, tenant: str, job_id: str, data: bytes, info: ImageInfo) -> ObjectRef:
+    ref = await p.store.put(input_key(tenant, job_id, info.extension), data, info.mime_type, info.width, info.height)
+    ref.content_id, ref.role = hashlib.sha256(data).hexdigest(), "image"
+    return ref
+
+
+async def start_job(p: Platform, request: Request, caller: Identity, admitted: Admitted, job_id: str,
+                    ref: ObjectRef | None, lane: Lane, batch_id: str = "") -> JobAccepted:
+    """Record the job and queue it; raises KafkaError when it cannot be queued."""
+    token = secrets.token_urlsafe(32)
+    operation, params_json = admitted.operation.name, admitted.params.model_dump_json()
+    await p.jobs.create(job_id, caller.tenant_id, operation, params_json, ref, token, caller.tier.value,
+                        lane.value, batch_id)
+    try:
+        await p.events.emit(job_id, caller.tenant_id, once="received",
+                            received=Received(operation=operation, input=ref))
+        await publish(p.broker, JOBS_SUBMITTED, JobSubmitted(
+            job_id=job_id, tenant_id=caller.tenant_id, operation=operation, params_json=params_json, input=ref,
+            submitted_at=now(), tier=caller.tier.value, lane=lane.value, batch_id=batch_id))
+    except KafkaError as exc:
+        await p.jobs.set_status(job_id, JobStatus.FAILED, error_code="not-published", error_message=str(exc))
+        raise
+    return JobAccepted(job_id=job_id, status=JobStatus.QUEUED, lane=lane, token=token,
+                       status_url=str(request.url_for("get_job", job_id=job_id)),
+                       events_url=f"{p.settings.events_base_url}/v1/jobs/{job_id}/events")
+
+
+def queue_unavailable() -> Problem:
+    return Problem(503, "queue-unavailable", "Queue unavailable", "the job could not be queued; try again",
+                   {"Retry-After": "5"})
+
+
+router = APIRouter()
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobAccepted)
+async def submit_job(
+    request: Request,
+    response: Response,
+    p: PlatformDep,
+    caller: IdentityDep,
+    operation: Annotated[str, Form(description="remove-background, enhance, retouch, restore, "
+                                               "colorize or text-to-image")],
+    file: Annotated[UploadFile | None, File(description="the photo")] = None,
+    params: Annotated[str | None, Form(description="the operation's parameters, a JSON object")] = None,
+) -> JobAccepted:
+    response.headers.update(device_header(caller))
+    admitted = await admit(p, caller, operation, params)
+    if admitted.operation.takes_input and file is None:
+        raise Problem(422, "missing-file", "Missing file", f"{operation} needs an image in the 'file' field")
+    if not admitted.operation.takes_input and file is not None:
+        raise Problem(422, "unexpected-file", "Unexpected file", f"{operation} takes no file")
+    data = info = None
+    if file is not None:
+        data = await read_upload(file, p.settings.max_upload_bytes)
+        info = check_photo(p, admitted, data, file.filename or "file")
+    grant = await take_quota(p, caller, request, admitted.policy, 1)
+    job_id = new_id()
+    ref = await store_photo(p, caller.tenant_id, job_id, data, info) if data is not None else None
+    lane = lane_of(operation, admitted.params.model_dump(), info.width * info.height / MEGAPIXEL if info else 0,
+                   in_batch=False)
+    try:
+        return await start_job(p, request, caller, admitted, job_id, ref, lane)
+    except KafkaError:
+        await p.quotas.give_back(grant)
+        raise queue_unavailable() from None
+
+
+async def authorize(p: Platform, request: Request, credentials, record) -> None:
+    """The record's own token, or the API key or device token of its tenant; else 401/403."""
+    device = request.headers.get("x-device-token")
+    if credentials is None and not device:
+        raise Problem(401, "unauthorized", "Missing token", "send the token as 'Authorization: Bearer <token>', "
+                      "or your API key, or your device token", {"WWW-Authenticate": "Bearer"})
+    if credentials is not None and record.token_matches(credentials.credentials):
+        return
+    owner = (await p.accounts.by_key(credentials.credentials) if credentials is not None
+             else p.accounts.by_device_token(device))
+    if owner is None or owner.tenant_id != record.tenant_id:
+        raise Problem(403, "forbidden", "Wrong token", "the token does not give access to this resource")
+
+
+async def authorized_job(p: Platform, request: Request, credentials, job_id: str) -> JobRecord:
+    record = await p.jobs.get(job_id)
+    if record is None:
+        raise Problem(404, "job-not-found", "Job not found", f"no job {job_id}")
+    await authorize(p, request, credentials, record)
+    return record
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView)
+async def get_job(job_id: str, request: Request, p: PlatformDep, credentials: BearerDep) -> JobView:
+    return job_view(await authorized_job(p, request, credentials, job_id), p.store)
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobView)
+async def cancel_job(job_id: str, request: Request, p: PlatformDep, credentials: BearerDep) -> JobView:
+    """Stop a job: its waiting stages never run; a running stage's result is thrown away."""
+    record = await authorized_job(p, request, credentials, job_id)
+    await cancel(p, record)
+    return job_view(await p.jobs.get(job_id), p.store)
+
+
+async def cancel(p: Platform, record: JobRecord) -> bool:
+    """Cancel ``record``'s job unless it has ended; True if it was cancelled now."""
+    if not await p.jobs.set_status(record.job_id, JobStatus.CANCELLED, error_code="cancelled",
+                                   error_message="cancelled by the client"):
+        return False
+    await publish(p.broker, JOBS_CANCELLED, JobCancelled(job_id=record.job_id, tenant_id=record.tenant_id,
+                                                         reason="cancelled by the client"))
+    return True
+
+
+def job_view(record: JobRecord, store: ObjectStore) -> JobView:
+    results = [ResultView(url=store.presigned_get_url(ref), role=ref.role or "image",
+                          content_type=ref.content_type, width=ref.width, height=ref.height,
+                          size_bytes=ref.size_bytes)
+               for ref in record.results] if record.status is JobStatus.COMPLETED else []
+    error = ({"code": record.error_code, "message": record.error_message, "stage": record.error_stage}
+             if record.status is JobStatus.FAILED else None)
+    return JobView(
+        job_id=record.job_id, operation=record.operation, status=record.status, tier=record.tier,
+        lane=record.lane, batch_id=record.batch_id or None,
+        created_at=datetime.fromtimestamp(record.created_at, UTC),
+        updated_at=datetime.fromtimestamp(record.updated_at, UTC),
+        result_url=next((r.url for r in results if r.role == "image"), None), results=results,
+        warnings=record.warnings, error=error,
+    )

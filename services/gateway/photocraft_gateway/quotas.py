@@ -1,0 +1,71 @@
+"""Daily quotas of edits, enforced atomically in Redis.
+
+Each counter is a sorted set of the edits it has seen, scored by time
+(``photocraft:quota:<kind>:<id>``); a request for ``n`` edits is granted only
+if every counter it touches (an anonymous device's and its IP address's, or
+a tenant's) has room for all ``n`` within the last 24 h, and then counts on
+all of them at once: one Lua script, so concurrent requests cannot overrun a
+limit. When refused, the answer says how long until the oldest edit leaves
+the window.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+WINDOW_S = 24 * 3600
+
+# KEYS: counters. ARGV: now ms, window ms, n, request id, then one limit per key.
+# Returns {1, 0} when granted, {0, ms until a slot frees} when not.
+_TAKE = """
+local now, window, n, id = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local wait = 0
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local limit = tonumber(ARGV[4 + i])
+  if redis.call('ZCARD', key) + n > limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+    wait = math.max(wait, (oldest and tonumber(oldest) or now) + window - now)
+  end
+end
+if wait > 0 then return {0, wait} end
+for _, key in ipairs(KEYS) do
+  for j = 1, n do redis.call('ZADD', key, now, id .. ':' .. j) end
+  redis.call('PEXPIRE', key, window)
+end
+return {1, 0}
+"""
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: bool
+    retry_after_s: int = 0
+    request_id: str = ""
+    keys: tuple[str, ...] = ()
+    edits: int = 0
+
+
+class Quotas:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._take = redis.register_script(_TAKE)
+
+    async def take(self, limits: dict[str, int], edits: int) -> Grant:
+        """Count ``edits`` on every counter of ``limits`` (key -> edits per 24 h), or none."""
+        if not limits:
+            return Grant(True)
+        request_id = secrets.token_hex(8)
+        keys = [f"photocraft:quota:{name}" for name in limits]
+        granted, wait_ms = await self._take(keys=keys, args=[int(time.time() * 1000), WINDOW_S * 1000, edits,
+                                                              request_id, *limits.values()])
+        return Grant(bool(granted), -(-int(wait_ms) // 1000), request_id, tuple(keys), edits)
+
+    async def give_back(self, grant: Grant) -> None:
+        """Undo a grant whose request failed after it (nothing was queued)."""
+        for key in grant.keys:
+            await self._redis.zrem(key, *[f"{grant.request_id}:{j}" for j in range(1, grant.edits + 1)])

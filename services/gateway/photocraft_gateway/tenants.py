@@ -1,0 +1,47 @@
+"""``photocraft-tenants``: API keys for tenants with accounts.
+
+    photocraft-tenants create acme --tier pro     prints a new API key (shown this once)
+    photocraft-tenants revoke pc_...              the key stops working at once
+
+Keys are stored hashed (sha256) in Redis; see accounts.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from redis.asyncio import Redis
+
+from photocraft_common.tiers import Tier
+
+from .accounts import Accounts
+from .settings import GatewaySettings
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = GatewaySettings()
+    redis = Redis.from_url(settings.redis.url)
+    accounts = Accounts(redis, settings.device_token_secret.get_secret_value())
+    try:
+        if args.command == "create":
+            print(await accounts.create_key(args.tenant, Tier(args.tier)))
+        elif not await accounts.revoke_key(args.key):
+            raise SystemExit("no such key")
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="a new API key for a tenant")
+    create.add_argument("tenant", help="the tenant's id, e.g. acme")
+    create.add_argument("--tier", choices=[t.value for t in Tier if t is not Tier.ANONYMOUS], default="free")
+    revoke = commands.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

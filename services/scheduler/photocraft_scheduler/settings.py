@@ -1,0 +1,11 @@
+from photocraft_common.settings import PlatformSettings
+
+
+class SchedulerSettings(PlatformSettings):
+    max_attempts: int = 3  # per stage, the first included
+    retry_base_s: float = 2.0  # backoff before the second attempt; doubles each time, with jitter
+    retry_max_s: float = 60.0
+    # A task out this long without a result counts as a failed attempt (its worker lost it).
+    task_timeout_s: float = 3600.0
+    tick_s: float = 0.5  # how often retries, claims and worker slots are looked at
+    overdue_check_s: float = 30.0

@@ -1,0 +1,158 @@
+"""Quotas, retries, dead letters, cancellation and a scheduler killed mid-load, on the real platform."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from skimage import data
+
+from photocraft_common.settings import PlatformSettings
+from photocraft_common.topics import DEAD_LETTERS, JOBS_SUBMITTED
+
+from .helpers import download, events_until, events_while, fresh, partitions, png_bytes, submit, supervisorctl
+
+SMALL = data.astronaut()[::8, ::8]  # 64 x 64: quick jobs
+
+
+async def test_the_sixth_anonymous_edit_of_a_day_is_refused(anonymous):
+    address = f"10.{os.urandom(1)[0]}.{os.urandom(1)[0]}.{os.urandom(1)[0]}"  # a client of its own
+    headers = {"X-Forwarded-For": address}
+    first = await anonymous.post("/v1/jobs", files={"file": ("a.png", png_bytes(fresh(SMALL)))},
+                                 data={"operation": "remove-background"}, headers=headers)
+    assert first.status_code == 202
+    headers["X-Device-Token"] = first.headers["X-Device-Token"]  # a device token issued to us
+    for _ in range(4):
+        response = await anonymous.post("/v1/jobs", files={"file": ("a.png", png_bytes(fresh(SMALL)))},
+                                        data={"operation": "remove-background"}, headers=headers)
+        assert response.status_code == 202, response.text
+    sixth = await anonymous.post("/v1/jobs", files={"file": ("a.png", png_bytes(fresh(SMALL)))},
+                                 data={"operation": "remove-background"}, headers=headers)
+    assert sixth.status_code == 429 and sixth.headers["content-type"] == "application/problem+json"
+    assert sixth.json()["type"] == "/problems/quota-exceeded"
+    assert 0 < int(sixth.headers["Retry-After"]) <= 24 * 3600
+    # A new device token from the same address does not start over.
+    fresh_device = await anonymous.post("/v1/jobs", files={"file": ("a.png", png_bytes(fresh(SMALL)))},
+                                        data={"operation": "remove-background"},
+                                        headers={"X-Forwarded-For": address})
+    assert fresh_device.status_code == 429
+
+
+async def test_anonymous_devices_cannot_use_what_their_tier_leaves_out(anonymous):
+    response = await anonymous.post("/v1/jobs", data={"operation": "text-to-image", "params": '{"prompt": "a cat"}'},
+                                    headers={"X-Forwarded-For": "10.200.0.1"})
+    assert response.status_code == 403 and response.json()["type"] == "/problems/operation-not-allowed"
+
+
+async def test_a_stage_failing_twice_then_succeeding_completes_the_job_once(gateway, s3, settings):
+    """The input vanishes from S3 under the workers (a real failure, retryable), and comes back
+    after the second failure: the third attempt succeeds."""
+    photo = png_bytes(fresh(SMALL))
+    workers = [line.split()[0] for line in supervisorctl("status").splitlines()
+               if line.startswith("services:gpu-inference")]
+    supervisorctl("signal", "STOP", *workers)
+    try:
+        job = (await submit(gateway, photo)).json()
+        key = next(o["Key"] for o in s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix="tests/")["Contents"]
+                   if f"/{job['job_id']}/input/" in o["Key"])
+        original = s3.get_object(Bucket=settings.s3.bucket, Key=key)["Body"].read()
+        s3.delete_object(Bucket=settings.s3.bucket, Key=key)
+    finally:
+        supervisorctl("signal", "CONT", *workers)
+    await events_while(job, lambda events: sum(e["type"] == "retrying" for e in events) < 2)
+    s3.put_object(Bucket=settings.s3.bucket, Key=key, Body=original, ContentType="image/png")
+
+    events = await events_until(job)
+    types = [e["type"] for e in events]
+    assert types.count("completed") == 1 and types[-1] == "completed", types
+    retries = [e for e in events if e["type"] == "retrying"]
+    assert [(r["attempt"], r["max_attempts"]) for r in retries] == [(2, 3), (3, 3)]
+    assert all("NoSuchKey" in r["reason"] or "Not Found" in r["reason"] for r in retries)
+    assert download(events[-1]["results"][0]).size == (64, 64)
+
+
+async def test_a_poison_message_lands_in_the_dead_letter_topic():
+    settings = PlatformSettings()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    dead = await partitions(settings, [DEAD_LETTERS])
+    consumer.assign(dead)
+    for tp, offset in (await consumer.end_offsets(dead)).items():
+        consumer.seek(tp, offset)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    key = f"poison-{uuid.uuid4().hex}".encode()
+    await producer.send_and_wait(JOBS_SUBMITTED, b"\xff\xfe this is not a protobuf message", key=key)
+    await producer.stop()
+    try:
+        found = None
+        async with asyncio.timeout(60):
+            while found is None:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    found = next((r for r in records if r.key == key), found)
+        headers = {name: value.decode() for name, value in found.headers}
+        assert found.value == b"\xff\xfe this is not a protobuf message"
+        assert headers["source-topic"] == JOBS_SUBMITTED and headers["error-type"] == "DecodeError"
+        assert headers["error"]
+    finally:
+        await consumer.stop()
+
+
+async def test_a_cancelled_job_runs_no_further_stage(gateway):
+    noisy = np.clip(fresh(data.astronaut()[:256, :256]) + np.random.default_rng(1).normal(0, 25, (256, 256, 3)),
+                    0, 255).astype(np.uint8)
+    job = (await submit(gateway, png_bytes(noisy), operation="restore", params='{"upscale": 2}')).json()
+    await events_until(job, stop={"started"})  # the analysis is under way
+    response = await gateway.delete(f"/v1/jobs/{job['job_id']}")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+
+    events = await events_until(job, timeout_s=60)
+    assert events[-1]["type"] == "cancelled"
+    await asyncio.sleep(8)  # time enough for the analysis to end and the next stage to start, were it not
+    after = await events_until(job, timeout_s=30)
+    assert [e["seq"] for e in after] == [e["seq"] for e in events], "nothing may happen after cancelling"
+    assert [e["stage"] for e in events if e["type"] == "started"] == ["analyze"]
+    status = await gateway.get(f"/v1/jobs/{job['job_id']}")
+    assert status.json()["status"] == "cancelled"
+    assert (await gateway.delete(f"/v1/jobs/{job['job_id']}")).json()["status"] == "cancelled"
+
+
+async def test_killing_the_scheduler_mid_load_loses_and_duplicates_nothing(gateway):
+    jobs = [(await submit(gateway, png_bytes(fresh(SMALL)))).json() for _ in range(24)]
+    followers = [asyncio.create_task(events_until(job, timeout_s=240)) for job in jobs]
+    await asyncio.sleep(0.3)  # some dispatched, most waiting in the scheduler's queue
+    supervisorctl("signal", "KILL", "services:scheduler")  # supervisord starts it again
+    results = await asyncio.gather(*followers)
+    for events in results:
+        types = [e["type"] for e in events]
+        assert types.count("completed") == 1 and types[-1] == "completed", types
+        assert types.count("stage_completed") == 1 and types.count("queued") == 1
+    assert "RUNNING" in supervisorctl("status", "services:scheduler")
+
+
+async def test_batches_of_up_to_fifty(gateway):
+    photos = [("files", (f"p{i}.png", png_bytes(fresh(SMALL)))) for i in range(3)]
+    response = await gateway.post("/v1/batches", files=photos, data={"operation": "remove-background"})
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert batch["total"] == 3 and len(batch["jobs"]) == 3 and all(j["lane"] == "heavy" for j in batch["jobs"])
+
+    messages = await events_while(batch, lambda events: True)  # until the batch's stream closes
+    progress = [m for m in messages if m["type"] == "batch_progress"]
+    assert [(m["done"], m["total"]) for m in progress] == [(1, 3), (2, 3), (3, 3)]
+    view = (await gateway.get(f"/v1/batches/{batch['batch_id']}")).json()
+    assert view["done"] == 3 and set(view["jobs"].values()) == {"completed"}
+
+    fifty_one = [("files", (f"p{i}.png", png_bytes(SMALL))) for i in range(51)]
+    too_many = await gateway.post("/v1/batches", files=fifty_one, data={"operation": "remove-background"})
+    assert too_many.status_code == 422 and too_many.json()["type"] == "/problems/batch-too-large"
+
+
+async def test_an_unknown_api_key_is_refused(anonymous):
+    response = await anonymous.post("/v1/jobs", files={"file": ("a.png", png_bytes(SMALL))},
+                                    data={"operation": "remove-background"},
+                                    headers={"Authorization": "Bearer pc_not-a-key"})
+    assert response.status_code == 401 and response.json()["type"] == "/problems/invalid-api-key"
