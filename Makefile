@@ -1,7 +1,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
-        bench-quality bench-residency clean
+        bench-quality bench-residency bench-fairness bench-notifier asyncapi clean
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
@@ -14,11 +14,11 @@ help: ## List the targets
 install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
-	@dpkg -s redis-server libvulkan1 libomp5-14 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14; }
+	@dpkg -s redis-server libvulkan1 libomp5-14 chromium chromium-driver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14 chromium chromium-driver; }
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are required (apt-get install openjdk-17-jre-headless maven)"; exit 1; }
 
-.venv/.stamp: requirements.txt constraints.txt common/pyproject.toml $(wildcard services/*/pyproject.toml)
+.venv/.stamp: requirements.txt constraints.txt common/pyproject.toml $(wildcard services/*/pyproject.toml) sdk/pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet -r requirements.txt -c constraints.txt
@@ -81,6 +81,15 @@ bench-quality: demo-key ## Restore and enhance against classical baselines -> be
 
 bench-residency: up ## LRU residency against load-per-request and no eviction -> bench/results/residency.md
 	$(PY) bench/residency.py
+
+bench-fairness: up ## Fair share against FIFO under a 5x free-tier flood -> bench/results/fairness.md
+	$(PY) bench/fairness.py
+
+bench-notifier: up ## WebSocket fan-out to 1,000 and 10,000 clients of one notifier -> bench/results/notifier.md
+	$(PY) bench/notifier.py
+
+asyncapi: proto ## Regenerate docs/asyncapi.yaml (the Kafka topics) from the code
+	$(PY) -m photocraft_common.asyncapi
 
 quantize: weights ## INT8 U²-Net-p, calibrated on real photos -> bench/results/quantization.md
 	$(MODELS_PY) models/quantize.py

@@ -28,7 +28,8 @@ async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> list[
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
-                     topic_configs={"retention.ms": str(s.retention_ms)})
+                     topic_configs={"retention.ms": str(s.retention_ms),
+                                   "max.message.bytes": str(s.max_message_bytes)})
             for s in specs if s.name not in existing
         ]
         if missing:

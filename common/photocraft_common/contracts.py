@@ -22,6 +22,7 @@ from photocraft.v1.jobs_pb2 import (
     JobEvent,
     JobSubmitted,
     ObjectRef,
+    PartnerRequest,
     Progress,
     Queued,
     Received,
@@ -36,8 +37,8 @@ from photocraft.v1.jobs_pb2 import (
 
 __all__ = [
     "BatchProgress", "Cancelled", "Completed", "DecodeError", "Failed", "JobCancelled", "JobEvent",
-    "JobSubmitted", "ObjectRef", "Progress", "Queued", "Received", "Retrying", "StageCompleted", "Started",
-    "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
+    "JobSubmitted", "ObjectRef", "PartnerRequest", "Progress", "Queued", "Received", "Retrying",
+    "StageCompleted", "Started", "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
     "new_id", "now", "parse", "to_datetime",
 ]
 

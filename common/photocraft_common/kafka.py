@@ -23,13 +23,17 @@ from tenacity import (
 from .settings import KafkaSettings
 from .topics import DEAD_LETTERS
 
-__all__ = ["AckPolicy", "dead_letter", "handle_or_dead_letter", "make_broker", "publish", "subscriber_options"]
+__all__ = ["AckPolicy", "Unprocessable", "dead_letter", "handle_or_dead_letter", "make_broker", "publish",
+           "subscriber_options"]
 
 log = logging.getLogger("photocraft.kafka")
 
 
-def make_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
-    """A broker whose producer waits for all in-sync replicas and never creates topics."""
+def make_broker(settings: KafkaSettings, client_id: str, metadata_max_age_ms: int = 300_000) -> KafkaBroker:
+    """A broker whose producer waits for all in-sync replicas and never creates topics.
+
+    ``metadata_max_age_ms`` bounds how late a new topic matching a subscribed pattern is seen.
+    """
     return KafkaBroker(
         settings.bootstrap_servers,
         client_id=client_id,
@@ -37,6 +41,7 @@ def make_broker(settings: KafkaSettings, client_id: str) -> KafkaBroker:
         enable_idempotence=True,
         allow_auto_create_topics=False,
         graceful_timeout=30.0,
+        metadata_max_age_ms=metadata_max_age_ms,
     )
 
 
@@ -57,8 +62,9 @@ def subscriber_options(settings: KafkaSettings, group_id: str, ack_policy: AckPo
     }
 
 
-async def publish(broker: KafkaBroker, topic: str, message: Message) -> None:
-    """Publish ``message`` (which has a ``job_id`` field) keyed by its job id.
+async def publish(broker: KafkaBroker, topic: str, message: Message, partition: int | None = None) -> None:
+    """Publish ``message`` (which has a ``job_id`` field) keyed by its job id, to the key's
+    partition unless ``partition`` is given.
 
     Returns once the broker has acknowledged the write; raises aiokafka's
     KafkaError when it could not be written.
@@ -67,8 +73,13 @@ async def publish(broker: KafkaBroker, topic: str, message: Message) -> None:
         message.SerializeToString(),
         topic,
         key=message.job_id.encode(),
+        partition=partition,
         headers={"message-type": message.DESCRIPTOR.full_name},
     )
+
+
+class Unprocessable(Exception):
+    """A message that no retry can handle (e.g. from an unknown sender): dead-lettered at once."""
 
 
 async def dead_letter(broker: KafkaBroker, record, error: BaseException) -> None:
@@ -86,13 +97,13 @@ async def handle_or_dead_letter(broker: KafkaBroker, record, work: Callable[[], 
                                 retry_for_s: float = 120.0) -> None:
     """Run ``work`` for one consumed message, retrying with exponential backoff and jitter.
 
-    A poison message (one that does not decode) goes to the dead-letter topic at
-    once; one whose handling still fails after ``retry_for_s`` goes there too, so
+    A poison message (one that does not decode, or raises Unprocessable) goes to
+    the dead-letter topic at once; one whose handling still fails after ``retry_for_s`` goes there too, so
     that it never blocks its partition. Either way the offset moves on.
     """
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_not_exception_type(DecodeError),
+            retry=retry_if_not_exception_type((DecodeError, Unprocessable)),
             wait=wait_exponential_jitter(multiplier=0.5, max=15),
             stop=stop_after_delay(retry_for_s),
             before_sleep=before_sleep_log(log, logging.WARNING),

@@ -50,4 +50,8 @@ class PlatformSettings(BaseSettings):
     job_ttl_s: int = 2 * 24 * 3600
     # Tiers of service, e.g. PHOTOCRAFT_TIERS='{"pro": {"weight": 8, "concurrency": 40, ...}, ...}'.
     tiers: dict[Tier, TierPolicy] = DEFAULT_TIERS
+    max_pixels: int = 50_000_000  # the largest input photo, any operation
+    # Signs anonymous device tokens (the gateway issues them, the notifier checks them);
+    # set a long random secret in production.
+    device_token_secret: SecretStr = SecretStr("photocraft-local-development-only")
     log_level: str = "INFO"

@@ -58,9 +58,10 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 async def submit(gateway: httpx.AsyncClient, content: bytes, filename: str = "photo.png",
-                 operation: str = "remove-background", params: str | None = None) -> httpx.Response:
+                 operation: str = "remove-background", params: str | None = None,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
     form = {"operation": operation, **({"params": params} if params is not None else {})}
-    return await gateway.post("/v1/jobs", files={"file": (filename, content)}, data=form)
+    return await gateway.post("/v1/jobs", files={"file": (filename, content)}, data=form, headers=headers)
 
 
 async def events_until(job: dict, stop: set[str] = TERMINAL, timeout_s: float = 120) -> list[dict]:

@@ -118,9 +118,9 @@ async def test_claims_not_confirmed_are_handed_out_again_and_finishing_twice_cou
     fairshare, client, prefix = queue
     await report_capacity(client, "worker", ["m"], slots=1, ttl_s=60, prefix=prefix)
     await fill(fairshare, "m", Tier.PRO, ["t"], per_tenant=2)
-    task_id, _ = await fairshare.pick("m")
+    task_id = (await fairshare.pick("m")).task_id
     await client.hset(f"{prefix}claimed", task_id, 0)  # as if claimed long ago by a replica that died
-    assert [t for t, _ in await fairshare.abandoned_claims()] == [task_id]
+    assert [claim.task_id for claim in await fairshare.abandoned_claims()] == [task_id]
     assert await fairshare.finish(task_id) and not await fairshare.finish(task_id)
     assert await fairshare.pick("m") is not None  # its credit came back exactly once
 
@@ -133,3 +133,15 @@ async def test_retries_wait_for_their_delay(queue):
     await asyncio.sleep(0.6)
     assert await fairshare.release_due() == ["retry-1"]
     assert (await fairshare.pick("m"))[0] == "retry-1"
+
+
+async def test_tasks_out_are_spread_evenly_over_the_partitions(queue):
+    fairshare, client, prefix = queue
+    await report_capacity(client, "worker", ["m"], slots=12, ttl_s=60, prefix=prefix)
+    await fill(fairshare, "m", Tier.PRO, ["t"], per_tenant=13)
+    picked = [await fairshare.pick("m") for _ in range(12)]
+    assert sorted(p.partition for p in picked) == sorted(list(range(6)) * 2)  # the default 6 partitions
+    freed = next(p for p in picked if p.partition == 4)
+    await fairshare.confirm(freed.task_id)
+    await fairshare.finish(freed.task_id)
+    assert (await fairshare.pick("m")).partition == 4  # the one with the fewest tasks out

@@ -1,31 +1,37 @@
 """The gateway's FastAPI application: shared clients, who is asking, health.
 
-Routes: jobs.py (``/v1/jobs``) and batches.py (``/v1/batches``).
+Routes: jobs.py (``/v1/jobs``) and batches.py (``/v1/batches``); the web page
+(``/``, from ``static/``; see docs/web.md).
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
+from photocraft_common.accounts import Accounts, Identity
 from photocraft_common.batches import BatchStore
 from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import make_broker
 from photocraft_common.models import ModelDirectory
+from photocraft_common.quotas import Quotas
 from photocraft_common.storage import ObjectStore
 
 from . import problems
-from .accounts import Accounts, Identity
 from .problems import Problem
-from .quotas import Quotas
 from .settings import GatewaySettings
+
+STATIC = Path(__file__).with_name("static")  # the web page: index.html, app.js, style.css
 
 
 @dataclass
@@ -106,4 +112,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(health)
+    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

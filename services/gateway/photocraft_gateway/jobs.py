@@ -1,7 +1,7 @@
 """``/v1/jobs``: submit a job, read it, cancel it.
 
-A submission is checked in this order, and nothing is stored or published
-unless every check passes: the operation and its parameters (422), the
+A submission is checked in this order (photocraft_common.intake), and
+nothing is stored or published unless every check passes: the operation and its parameters (422), the
 caller's tier allows the operation (403), the platform serves its models
 (503), the photo (413, 415, 422), the caller's daily quota (429, with
 Retry-After). Then the photo goes to S3, the job record to Redis, and
@@ -10,9 +10,7 @@ JobSubmitted to Kafka.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,26 +18,21 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 
-from photocraft_common.contracts import JobCancelled, JobSubmitted, ObjectRef, Received, new_id, now
-from photocraft_common.images import ImageInfo, InvalidImage, probe
+from photocraft_common import intake
+from photocraft_common.accounts import Identity
+from photocraft_common.contracts import JobCancelled, ObjectRef, new_id
+from photocraft_common.images import ImageInfo
+from photocraft_common.intake import Admitted
 from photocraft_common.jobs import JobRecord, JobStatus
 from photocraft_common.kafka import publish
-from photocraft_common.operations import (
-    MEGAPIXEL,
-    Operation,
-    UnknownOperation,
-    ValidationError,
-    get_operation,
-    parse_params,
-)
-from photocraft_common.storage import ObjectStore, input_key
+from photocraft_common.operations import MEGAPIXEL
+from photocraft_common.quotas import Grant
+from photocraft_common.storage import ObjectStore
 from photocraft_common.tiers import Lane, Tier, TierPolicy, lane_of
-from photocraft_common.topics import JOBS_CANCELLED, JOBS_SUBMITTED
+from photocraft_common.topics import JOBS_CANCELLED
 
-from .accounts import Identity
 from .app import BearerDep, IdentityDep, Platform, PlatformDep
 from .problems import Problem
-from .quotas import Grant
 
 
 class JobAccepted(BaseModel):
@@ -75,43 +68,8 @@ class JobView(BaseModel):
     error: dict[str, str] | None = None  # code, message, stage; when failed
 
 
-@dataclass
-class Admitted:
-    """A submission that passed the checks that need no photo."""
-
-    operation: Operation
-    params: object
-    policy: TierPolicy
-
-
-def validation_detail(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'params'}: {e['msg']}" for e in exc.errors())
-
-
 async def admit(p: Platform, caller: Identity, operation: str, params: str | None) -> Admitted:
-    try:
-        parsed = parse_params(operation, params)
-    except UnknownOperation as exc:
-        raise Problem(422, "unknown-operation", "Unknown operation", str(exc)) from None
-    except ValidationError as exc:
-        raise Problem(422, "invalid-params", "Invalid parameters", validation_detail(exc)) from None
-    except ValueError as exc:
-        raise Problem(422, "invalid-params", "Invalid parameters", str(exc)) from None
-    policy = p.settings.tiers[caller.tier]
-    if not policy.allows(operation):
-        raise Problem(403, "operation-not-allowed", "Operation not in your tier",
-                      f"the {caller.tier} tier does not include {operation}; an account with a higher tier does")
-    op = get_operation(operation)
-    available = await p.models.available()
-    if not available:
-        raise Problem(503, "inference-unavailable", "Inference unavailable",
-                      "no model is being served right now (the inference servers are starting or down); "
-                      "retry shortly", {"Retry-After": "10"})
-    if missing := op.missing_models(parsed, available):
-        raise Problem(503, "model-not-installed", "Model not installed",
-                      f"{operation} needs {', '.join(missing)}, which this platform does not serve now "
-                      "(see docs/models.md to install it)")
-    return Admitted(op, parsed, policy)
+    return await intake.admit(p.settings.tiers[caller.tier], caller.tier, operation, params, p.models)
 
 
 async def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -123,16 +81,7 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 def check_photo(p: Platform, admitted: Admitted, data: bytes, name: str) -> ImageInfo:
-    try:
-        info = probe(data, p.settings.max_pixels)
-    except InvalidImage as exc:
-        raise Problem(415, "unsupported-image", "Not a supported image", f"{name}: {exc}") from None
-    limit = admitted.operation.max_input_megapixels(admitted.params)
-    if info.width * info.height > limit * MEGAPIXEL:
-        raise Problem(422, "image-too-large", "Image too large for these parameters",
-                      f"{name}: {info.width}x{info.height} is over {limit} MP, the limit of "
-                      f"{admitted.operation.name} with these parameters")
-    return info
+    return intake.check_photo(admitted, data, name, p.settings.max_pixels)
 
 
 async def take_quota(p: Platform, caller: Identity, request: Request, policy: TierPolicy, edits: int) -> Grant:
@@ -156,27 +105,15 @@ def device_header(caller: Identity) -> dict[str, str]:
 
 
 async def store_photo(p: Platform, tenant: str, job_id: str, data: bytes, info: ImageInfo) -> ObjectRef:
-    ref = await p.store.put(input_key(tenant, job_id, info.extension), data, info.mime_type, info.width, info.height)
-    ref.content_id, ref.role = hashlib.sha256(data).hexdigest(), "image"
-    return ref
+    return await intake.store_photo(p.store, tenant, job_id, data, info)
 
 
 async def start_job(p: Platform, request: Request, caller: Identity, admitted: Admitted, job_id: str,
                     ref: ObjectRef | None, lane: Lane, batch_id: str = "") -> JobAccepted:
     """Record the job and queue it; raises KafkaError when it cannot be queued."""
     token = secrets.token_urlsafe(32)
-    operation, params_json = admitted.operation.name, admitted.params.model_dump_json()
-    await p.jobs.create(job_id, caller.tenant_id, operation, params_json, ref, token, caller.tier.value,
-                        lane.value, batch_id)
-    try:
-        await p.events.emit(job_id, caller.tenant_id, once="received",
-                            received=Received(operation=operation, input=ref))
-        await publish(p.broker, JOBS_SUBMITTED, JobSubmitted(
-            job_id=job_id, tenant_id=caller.tenant_id, operation=operation, params_json=params_json, input=ref,
-            submitted_at=now(), tier=caller.tier.value, lane=lane.value, batch_id=batch_id))
-    except KafkaError as exc:
-        await p.jobs.set_status(job_id, JobStatus.FAILED, error_code="not-published", error_message=str(exc))
-        raise
+    await intake.queue_job(p.jobs, p.events, p.broker, job_id=job_id, tenant_id=caller.tenant_id, tier=caller.tier,
+                           admitted=admitted, ref=ref, lane=lane, token=token, batch_id=batch_id)
     return JobAccepted(job_id=job_id, status=JobStatus.QUEUED, lane=lane, token=token,
                        status_url=str(request.url_for("get_job", job_id=job_id)),
                        events_url=f"{p.settings.events_base_url}/v1/jobs/{job_id}/events")

@@ -10,15 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from photocraft_common.problems import Problem
+
+__all__ = ["MEDIA_TYPE", "Problem", "install", "problem_response"]
+
 MEDIA_TYPE = "application/problem+json"
-
-
-class Problem(Exception):
-    def __init__(self, status: int, slug: str, title: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.title, self.detail = status, slug, title, detail
-        self.headers = headers
 
 
 def problem_response(request: Request, status: int, slug: str, title: str, detail: str,

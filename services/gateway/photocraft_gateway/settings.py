@@ -1,5 +1,3 @@
-from pydantic import SecretStr
-
 from photocraft_common.settings import PlatformSettings
 
 
@@ -9,9 +7,6 @@ class GatewaySettings(PlatformSettings):
     # Base of the notifier's WebSocket URLs handed to clients.
     events_base_url: str = "ws://127.0.0.1:8081"
     max_upload_bytes: int = 25 * 1024 * 1024
-    max_pixels: int = 50_000_000
     max_batch_bytes: int = 250 * 1024 * 1024  # a whole batch upload
-    # Signs anonymous device tokens; set a long random secret in production.
-    device_token_secret: SecretStr = SecretStr("photocraft-local-development-only")
     # Edits per IP address per 24 h for anonymous devices, so new device tokens do not reset the quota.
     anonymous_ip_daily_quota: int = 5

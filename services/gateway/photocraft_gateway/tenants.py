@@ -2,8 +2,10 @@
 
     photocraft-tenants create acme --tier pro     prints a new API key (shown this once)
     photocraft-tenants revoke pc_...              the key stops working at once
+    photocraft-tenants partner acme --tier pro    lets acme send jobs over Kafka: registers it
+                                                  and creates its two topics (docs/partners.md)
 
-Keys are stored hashed (sha256) in Redis; see accounts.py.
+Keys are stored hashed (sha256) in Redis; see photocraft_common/accounts.py.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from photocraft_common.accounts import Accounts
+from photocraft_common.bootstrap import ensure_topics
 from photocraft_common.tiers import Tier
+from photocraft_common.topics import PARTNER_EVENTS, PARTNER_REQUESTS, partner_topics
 
-from .accounts import Accounts
 from .settings import GatewaySettings
 
 
@@ -26,6 +30,10 @@ async def run(args: argparse.Namespace) -> None:
     try:
         if args.command == "create":
             print(await accounts.create_key(args.tenant, Tier(args.tier)))
+        elif args.command == "partner":
+            await ensure_topics(settings.kafka.bootstrap_servers, partner_topics(args.tenant))
+            await accounts.register_partner(args.tenant, Tier(args.tier))
+            print(PARTNER_REQUESTS.format(tenant=args.tenant), PARTNER_EVENTS.format(tenant=args.tenant))
         elif not await accounts.revoke_key(args.key):
             raise SystemExit("no such key")
     finally:
@@ -37,7 +45,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="a new API key for a tenant")
     create.add_argument("tenant", help="the tenant's id, e.g. acme")
-    create.add_argument("--tier", choices=[t.value for t in Tier if t is not Tier.ANONYMOUS], default="free")
+    tiers = [t.value for t in Tier if t is not Tier.ANONYMOUS]
+    create.add_argument("--tier", choices=tiers, default="free")
+    partner = commands.add_parser("partner", help="register a partner tenant and create its Kafka topics")
+    partner.add_argument("tenant")
+    partner.add_argument("--tier", choices=tiers, default="pro")
     revoke = commands.add_parser("revoke", help="revoke an API key")
     revoke.add_argument("key")
     asyncio.run(run(parser.parse_args()))

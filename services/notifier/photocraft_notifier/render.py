@@ -12,6 +12,8 @@ Every message has ``seq`` (the job's event number, from 1), ``type``,
                      size_bytes}] (role "image" or "mask"), warnings
     failed           code, message, stage
     cancelled        reason
+    retrying         stage, attempt, max_attempts, delay_s, reason
+    batch_progress   batch_id, done, failed, total (job_id is the batch id)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def render(seq: int, event: JobEvent, store: ObjectStore) -> dict:
                "time": to_datetime(event.time).isoformat()}
     if kind == "received":
         message.update(operation=body.operation, input=_image(body.input) if body.HasField("input") else None)
+    elif kind == "batch_progress":
+        message.update(batch_id=event.job_id, done=body.done, failed=body.failed, total=body.total)
     elif kind == "stage_completed":
         message.update(stage=body.stage)
     elif kind == "completed":

@@ -8,6 +8,10 @@ in the order of a weighted deficit round robin (Shreedhar and Varghese,
 tiers, each tier's quantum its weight and each stage's size its lane's cost,
 and of a round robin across the tenants of a tier. A tier also has a cap on
 its tasks out. The topic therefore stays short and the order is this one.
+Each released task goes to the topic partition with the fewest tasks out, so
+that every worker (each owns some partitions) gets its share of the credits:
+keyed by job id, the few tasks out would often pile onto one worker's
+partitions while another idles.
 
 Every operation is one Lua script, atomic in Redis, so that any number of
 scheduler replicas share one queue: a stage is picked by exactly one of them.
@@ -20,6 +24,7 @@ again. Keys, under ``photocraft:sched:``::
     <model>:ring:<tier>       list of the tier's tenants with stages waiting (each once)
     <model>:drr               hash: cursor (tier index), granted (0/1), deficit:<tier>
     <model>:out, tier-out:<tier>   tasks out, per model and per tier
+    <model>:partition-out     hash: partition -> tasks out on it
     capacity:<model>          hash: worker -> "<slots>:<until, Unix ms>" (photocraft_common.capacity)
     claimed, out              hashes: task id -> Unix ms of the claim, of the dispatch
     delayed                   zset: task id -> Unix ms when it may be queued again (retries)
@@ -28,11 +33,13 @@ again. Keys, under ``photocraft:sched:``::
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from redis.asyncio import Redis
 
 from photocraft_common.capacity import SCHEDULER_PREFIX
 from photocraft_common.tiers import Tier, TierPolicy
+from photocraft_common.topics import MODEL_TOPIC_PARTITIONS
 
 CLAIM_TIMEOUT_MS = 30_000
 
@@ -67,10 +74,10 @@ end
 return due
 """
 
-# Pick the next task of a model, or nothing. ARGV: prefix, model, now ms, then per tier in
-# rotation order: name, weight, cap. Returns the task id.
+# Pick the next task of a model, and its partition, or nothing. ARGV: prefix, model, now ms,
+# partitions, then per tier in rotation order: name, weight, cap. Returns {task id, partition}.
 _PICK = """
-local p, model, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, model, now, partitions = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local slots = 0
 local workers = redis.call('HGETALL', p..'capacity:'..model)
 for i = 1, #workers, 2 do
@@ -79,7 +86,7 @@ for i = 1, #workers, 2 do
 end
 if tonumber(redis.call('GET', p..model..':out') or '0') >= slots then return false end
 local tiers = {}
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   tiers[#tiers + 1] = {name = ARGV[i], weight = tonumber(ARGV[i + 1]), cap = tonumber(ARGV[i + 2])}
 end
 local drr = p..model..':drr'
@@ -110,7 +117,14 @@ for _ = 1, 64 * #tiers do
     redis.call('INCR', p..model..':out')
     redis.call('INCR', p..'tier-out:'..tier.name)
     redis.call('HSET', p..'claimed', id, now)
-    return id
+    local part, least = 0, nil
+    for k = 0, partitions - 1 do
+      local n = tonumber(redis.call('HGET', p..model..':partition-out', k) or '0')
+      if least == nil or n < least then part, least = k, n end
+    end
+    redis.call('HINCRBY', p..model..':partition-out', part, 1)
+    redis.call('HSET', p..'task:'..id, 'partition', part)
+    return {id, part}
   end
   if not waiting then redis.call('HSET', drr, 'deficit:'..tier.name, 0) end
   cursor = (cursor + 1) % #tiers
@@ -125,20 +139,29 @@ return false
 _FINISH = """
 local p, id = ARGV[1], ARGV[2]
 local was = redis.call('HDEL', p..'out', id) + redis.call('HDEL', p..'claimed', id)
-local t = redis.call('HMGET', p..'task:'..id, 'model', 'tier')
+local t = redis.call('HMGET', p..'task:'..id, 'model', 'tier', 'partition')
 if was > 0 and t[1] then
   redis.call('DECR', p..t[1]..':out')
   redis.call('DECR', p..'tier-out:'..t[2])
+  if t[3] then redis.call('HINCRBY', p..t[1]..':partition-out', t[3], -1) end
 end
 redis.call('DEL', p..'task:'..id)
 return was
 """
 
 
+class Picked(NamedTuple):
+    task_id: str
+    payload: bytes  # TaskDispatched
+    partition: int  # of the model's topic
+
+
 class FairShare:
-    def __init__(self, redis: Redis, tiers: dict[Tier, TierPolicy], prefix: str = SCHEDULER_PREFIX) -> None:
+    def __init__(self, redis: Redis, tiers: dict[Tier, TierPolicy], prefix: str = SCHEDULER_PREFIX,
+                 partitions: int = MODEL_TOPIC_PARTITIONS) -> None:
         self._redis = redis
         self.prefix = prefix
+        self._partitions = partitions
         # Rotation order: the heaviest tiers first in each round.
         ordered = sorted(tiers.items(), key=lambda item: -item[1].weight)
         self._tier_args = [str(v) for name, policy in ordered
@@ -161,13 +184,13 @@ class FairShare:
     async def release_due(self) -> list[str]:
         return [i.decode() for i in await self._release_due(args=[self.prefix, self._now_ms()])]
 
-    async def pick(self, model: str) -> tuple[str, bytes] | None:
-        """Claim the next task of ``model`` if it has a free credit: (task id, payload)."""
-        task_id = await self._pick(args=[self.prefix, model, self._now_ms(), *self._tier_args])
-        if not task_id:
+    async def pick(self, model: str) -> Picked | None:
+        """Claim the next task of ``model`` if it has a free credit."""
+        picked = await self._pick(args=[self.prefix, model, self._now_ms(), self._partitions, *self._tier_args])
+        if not picked:
             return None
-        payload = await self._redis.hget(f"{self.prefix}task:{task_id.decode()}", "payload")
-        return task_id.decode(), payload
+        task_id, partition = picked[0].decode(), int(picked[1])
+        return Picked(task_id, await self._redis.hget(f"{self.prefix}task:{task_id}", "payload"), partition)
 
     async def confirm(self, task_id: str) -> None:
         """The claimed task is published: it is out until its result comes."""
@@ -180,16 +203,16 @@ class FairShare:
         """Free the task's credit; False when it had been finished already."""
         return bool(await self._finish(args=[self.prefix, task_id]))
 
-    async def abandoned_claims(self) -> list[tuple[str, bytes]]:
+    async def abandoned_claims(self) -> list[Picked]:
         """Claims whose publisher died before confirming: they are to be published again."""
         cutoff = self._now_ms() - CLAIM_TIMEOUT_MS
         claims = await self._redis.hgetall(f"{self.prefix}claimed")
         stale = [task_id.decode() for task_id, at in claims.items() if int(at) < cutoff]
         found = []
         for task_id in stale:
-            payload = await self._redis.hget(f"{self.prefix}task:{task_id}", "payload")
+            payload, partition = await self._redis.hmget(f"{self.prefix}task:{task_id}", "payload", "partition")
             if payload is not None:
-                found.append((task_id, payload))
+                found.append(Picked(task_id, payload, int(partition or 0)))
         return found
 
     async def overdue(self, older_than_s: float) -> list[str]:

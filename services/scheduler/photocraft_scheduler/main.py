@@ -4,7 +4,10 @@ Replicas share the consumer group ``photocraft-scheduler``; Kafka gives each
 replica its own partitions, and one job's messages always land in the same
 one. Every replica also runs the fair-share pump (fairshare.py), whose
 decisions are atomic in Redis, so any replica may release any stage, once.
-Messages that cannot be handled go to the dead-letter topic.
+Messages that cannot be handled go to the dead-letter topic. Partner requests
+(partners.py) are read from every ``photocraft.partner.<tenant>.requests``
+topic by the group ``photocraft-scheduler-partners``; new partners' topics are
+found within ``partner_discovery_s``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 
 from faststream import FastStream
@@ -19,11 +23,18 @@ from faststream.kafka.annotations import KafkaMessage
 from redis.asyncio import Redis
 
 from photocraft_common import logs
-from photocraft_common.contracts import JobCancelled, JobSubmitted, TaskResult, parse
+from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.storage import ObjectStore
-from photocraft_common.topics import JOBS_CANCELLED, JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS
+from photocraft_common.topics import (
+    JOBS_CANCELLED,
+    JOBS_SUBMITTED,
+    PARTNER_REQUESTS,
+    SCHEDULER_GROUP,
+    TASK_RESULTS,
+)
 
+from .partners import PartnerIntake
 from .scheduler import Scheduler
 from .settings import SchedulerSettings
 
@@ -43,9 +54,12 @@ async def keep_ticking(scheduler: Scheduler, settings: SchedulerSettings) -> Non
 
 
 def create_app(settings: SchedulerSettings) -> FastStream:
-    broker = make_broker(settings.kafka, "photocraft-scheduler")
+    broker = make_broker(settings.kafka, "photocraft-scheduler",
+                         metadata_max_age_ms=int(settings.partner_discovery_s * 1000))
     redis = Redis.from_url(settings.redis.url)
-    scheduler = Scheduler(broker, redis, ObjectStore(settings.s3), settings)
+    store = ObjectStore(settings.s3)
+    scheduler = Scheduler(broker, redis, store, settings)
+    partners = PartnerIntake(redis, store, scheduler.jobs, scheduler.events, broker, settings)
     # Handlers never raise but when even the dead-letter topic cannot be written: then the
     # offset stays where it is (NACK) and the message comes again.
     options = subscriber_options(settings.kafka, SCHEDULER_GROUP, AckPolicy.NACK_ON_ERROR)
@@ -64,6 +78,15 @@ def create_app(settings: SchedulerSettings) -> FastStream:
     async def on_result(body: bytes, message: KafkaMessage) -> None:
         await handle_or_dead_letter(broker, message.raw_message,
                                     lambda: scheduler.on_result(parse(TaskResult, body)))
+
+    partner_topic = re.compile(re.escape(PARTNER_REQUESTS).replace(r"\{tenant\}", "(.+)"))
+
+    @broker.subscriber(pattern=PARTNER_REQUESTS,
+                       **{**options, "group_id": f"{SCHEDULER_GROUP}-partners"})
+    async def on_partner_request(body: bytes, message: KafkaMessage) -> None:
+        tenant = partner_topic.fullmatch(message.raw_message.topic).group(1)
+        await handle_or_dead_letter(broker, message.raw_message,
+                                    lambda: partners.on_request(tenant, parse(PartnerRequest, body)))
 
     app = FastStream(broker)
     ticking: list[asyncio.Task] = []

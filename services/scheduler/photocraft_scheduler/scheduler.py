@@ -29,6 +29,7 @@ Every step is idempotent, so a message delivered twice changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -57,13 +58,13 @@ from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import TERMINAL, JobRecord, JobStatus, JobStore, job_key
 from photocraft_common.kafka import publish
 from photocraft_common.models import ModelDirectory
-from photocraft_common.operations import MODELS, Stage, UnknownOperation, get_operation, parse_params
+from photocraft_common.operations import MEGAPIXEL, MODELS, Stage, UnknownOperation, get_operation, parse_params
 from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key
-from photocraft_common.tiers import LANE_COST, Lane
+from photocraft_common.tiers import LANE_COST, Lane, lane_of
 from photocraft_common.topics import model_topic
 
-from .fairshare import FairShare
+from .fairshare import FairShare, Picked
 from .settings import SchedulerSettings
 
 log = logging.getLogger("photocraft.scheduler")
@@ -74,6 +75,15 @@ DONE, SKIPPED = "done", "skipped"
 def image_of(output: TaskOutput) -> ObjectRef:
     """The image a stage passes on: its first object that is not a mask."""
     return next(ref for ref in output.objects if ref.role != "mask")
+
+
+def work_cost(record: JobRecord) -> int:
+    """What each stage of the job charges its tier's deficit: its lane's cost, except that a batch's
+    photos (all in the heavy lane) cost what the same photo alone would: it is the same work."""
+    if not record.batch_id:
+        return LANE_COST[Lane(record.lane)]
+    megapixels = record.input.width * record.input.height / MEGAPIXEL if record.input else 0
+    return LANE_COST[lane_of(record.operation, json.loads(record.params_json), megapixels, in_batch=False)]
 
 
 class Scheduler:
@@ -141,16 +151,16 @@ class Scheduler:
     async def pump(self, model: str) -> None:
         """Release ``model``'s stages while it has free credits, in fair-share order."""
         while (picked := await self.queue.pick(model)) is not None:
-            await self._release(*picked)
+            await self._release(picked)
 
-    async def _release(self, queue_id: str, payload: bytes) -> None:
-        task = parse(TaskDispatched, payload)
+    async def _release(self, picked: Picked) -> None:
+        queue_id, task = picked.task_id, parse(TaskDispatched, picked.payload)
         record = await self.jobs.get(task.job_id)
         if record is None or record.status in TERMINAL:  # cancelled while it waited
             await self.queue.finish(queue_id)
             return
         await self._set_state(record, task.stage, f"dispatched:{task.attempt}")
-        await publish(self._broker, model_topic(task.model), task)
+        await publish(self._broker, model_topic(task.model), task, partition=picked.partition)
         await self.queue.confirm(queue_id)
         log.info("job %s: %s (attempt %d) released to %s", task.job_id, task.stage, task.attempt,
                  model_topic(task.model))
@@ -159,9 +169,9 @@ class Scheduler:
         """Periodic work: retries whose delay is over, claims of dead replicas, overdue tasks,
         and models whose workers have come back."""
         await self.queue.release_due()
-        for queue_id, payload in await self.queue.abandoned_claims():
-            log.warning("republishing %s: its publisher did not confirm it", queue_id)
-            await self._release(queue_id, payload)
+        for picked in await self.queue.abandoned_claims():
+            log.warning("republishing %s: its publisher did not confirm it", picked.task_id)
+            await self._release(picked)
         if check_overdue:
             for queue_id in await self.queue.overdue(self._settings.task_timeout_s):
                 await self._overdue(queue_id)
@@ -250,10 +260,15 @@ class Scheduler:
             output_format=extension, attempt=attempt, dispatched_at=now(),
             progress_from=100 * done_weight / total, progress_to=100 * (done_weight + stage.weight) / total,
         )
+        if not self._settings.fair_share:  # FIFO: Kafka's order, no credits
+            await self._set_state(record, stage.name, f"dispatched:{attempt}")
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            return await publish(self._broker, model_topic(model), task)
         # Recorded before queueing, so the stage is never queued twice for one attempt.
         await self._set_state(record, stage.name, f"queued:{attempt}")
         await self.queue.enqueue(task.task_id, task.SerializeToString(), model, record.tier, record.tenant_id,
-                                 LANE_COST[Lane(record.lane)], delay_s)
+                                 work_cost(record), delay_s)
         if not delay_s:
             await self.pump(model)
 

@@ -9,3 +9,8 @@ class SchedulerSettings(PlatformSettings):
     task_timeout_s: float = 3600.0
     tick_s: float = 0.5  # how often retries, claims and worker slots are looked at
     overdue_check_s: float = 30.0
+    # False: plain FIFO, every stage straight to its topic when ready (the baseline of
+    # bench/fairness.py; it lets a flood of free jobs delay paying ones).
+    fair_share: bool = True
+    # Seconds until a new partner's request topic is read (Kafka metadata refresh).
+    partner_discovery_s: float = 10.0

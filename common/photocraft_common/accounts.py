@@ -5,6 +5,10 @@ API keys are random secrets (``pc_`` + 43 characters) shown once when created
 ``photocraft:apikey:<sha256>`` -> {tenant, tier}. Clients send them as
 ``Authorization: Bearer <key>``.
 
+Partners sending jobs over Kafka are registered tenants
+(``photocraft:partner:<tenant>`` -> {tier}); the topic they write to says who
+they are (see topics.PARTNER_REQUESTS).
+
 Without a key a client is an anonymous device (tier ``anonymous``). Its
 device token, sent as ``X-Device-Token``, is a random device id signed with
 the gateway's secret (itsdangerous); a request without a valid one is given a
@@ -38,6 +42,10 @@ def api_key_record(key: str) -> str:
     return f"photocraft:apikey:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
+def partner_record(tenant_id: str) -> str:
+    return f"photocraft:partner:{tenant_id}"
+
+
 class Accounts:
     def __init__(self, redis: Redis, device_secret: str) -> None:
         self._redis = redis
@@ -56,6 +64,14 @@ class Accounts:
     async def by_key(self, key: str) -> Identity | None:
         found = await self._redis.hgetall(api_key_record(key))
         return Identity(found[b"tenant"].decode(), Tier(found[b"tier"].decode())) if found else None
+
+    async def register_partner(self, tenant_id: str, tier: Tier) -> None:
+        await self._redis.hset(partner_record(tenant_id), mapping={"tier": tier.value, "created_at": time.time()})
+
+    async def partner(self, tenant_id: str) -> Identity | None:
+        """The partner tenant ``tenant_id``, or None when it is not registered as a partner."""
+        tier = await self._redis.hget(partner_record(tenant_id), "tier")
+        return Identity(tenant_id, Tier(tier.decode())) if tier else None
 
     def by_device_token(self, token: str) -> Identity | None:
         try:

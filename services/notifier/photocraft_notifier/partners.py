@@ -1,0 +1,36 @@
+"""Events for partners, on Kafka.
+
+Every event of a registered partner tenant (see photocraft_common.accounts)
+is copied to its topic ``photocraft.partner.<tenant>.events``, keyed by job
+id, with presigned URLs filled in on the results of ``completed``. Delivery is
+at least once: partners drop duplicates by ``event_id``.
+"""
+
+from __future__ import annotations
+
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
+
+from photocraft_common.accounts import partner_record
+from photocraft_common.contracts import JobEvent
+from photocraft_common.kafka import publish
+from photocraft_common.storage import ObjectStore
+from photocraft_common.topics import PARTNER_EVENTS
+
+
+class PartnerRelay:
+    def __init__(self, broker: KafkaBroker, redis: Redis, store: ObjectStore) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._store = store
+
+    async def relay(self, event: JobEvent) -> bool:
+        """Publish ``event`` to its tenant's partner topic if the tenant is a partner; True if it was."""
+        if not await self._redis.exists(partner_record(event.tenant_id)):
+            return False
+        if event.HasField("completed"):
+            event = JobEvent.FromString(event.SerializeToString())
+            for ref in event.completed.results:
+                ref.url = self._store.presigned_get_url(ref)
+        await publish(self._broker, PARTNER_EVENTS.format(tenant=event.tenant_id), event)
+        return True
