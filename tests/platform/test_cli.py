@@ -14,9 +14,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from photocraft_sdk import Client
 from PIL import Image
 from skimage import data as samples
+
+from photocraft_sdk import Client
 
 from .helpers import GATEWAY, fresh, png_bytes
 

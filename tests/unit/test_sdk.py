@@ -9,13 +9,14 @@ import stat
 import httpx
 import pytest
 from click.testing import CliRunner
+from tenacity import wait_none
+
 from photocraft_sdk import ApiError, Client, StreamInterrupted, StreamRefused, follow
 from photocraft_sdk.cli import cli
 from photocraft_sdk.config import DeviceTokens
 from photocraft_sdk.events import batch_ended
 from photocraft_sdk.outputs import photos_in, result_paths, slug, stems
 from photocraft_sdk.params import background, build, parse_value
-from tenacity import wait_none
 
 # -- parameters ---------------------------------------------------------------------------------------------
 
