@@ -190,7 +190,10 @@ async def scenario(capacity: float, flood: bool, fifo: bool = False) -> dict:
         if backlog:
             supervisorctl("stop", "services:scheduler")
             await run.flood(backlog)
-            stand_in = start_fifo_scheduler() if fifo else supervisorctl("start", "services:scheduler")
+            if fifo:
+                stand_in = start_fifo_scheduler()
+            else:
+                supervisorctl("start", "services:scheduler")
             await run.until_queued()
         try:
             window_start = time.time()

@@ -2,8 +2,9 @@
 
 The checks run in this order and raise ``Problem`` before anything is stored:
 the operation and its parameters (422), the tier allows the operation (403),
-the platform serves its models (503), the photo (415, 422). Then ``queue_job``
-records the job, emits ``received`` and publishes JobSubmitted.
+the platform serves its models (503), an image where one is due (422), the
+photo (415, 422), the daily quota (429). Then ``queue_job`` records the job,
+emits ``received`` and publishes JobSubmitted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
+from .accounts import Identity
 from .contracts import JobSubmitted, ObjectRef, Received, now
 from .events import EventPublisher
 from .images import ImageInfo, InvalidImage, probe
@@ -22,8 +24,9 @@ from .kafka import publish
 from .models import ModelDirectory
 from .operations import MEGAPIXEL, Operation, UnknownOperation, ValidationError, get_operation, parse_params
 from .problems import Problem
+from .quotas import Grant, Quotas
 from .storage import ObjectStore, input_key
-from .tiers import Lane, Tier, TierPolicy
+from .tiers import Lane, Tier, TierPolicy, lane_of
 from .topics import JOBS_SUBMITTED
 
 
@@ -65,6 +68,40 @@ async def admit(policy: TierPolicy, tier: Tier, operation: str, params: str | No
                       f"{operation} needs {', '.join(missing)}, which this platform does not serve now "
                       "(see docs/models.md to install it)")
     return Admitted(op, parsed, policy)
+
+
+def check_input(admitted: Admitted, has_image: bool, field: str) -> None:
+    """An image where the operation takes one and none where it does not; raises Problem 422.
+    ``field`` names where the image goes (a form field, a message field)."""
+    name = admitted.operation.name
+    if admitted.operation.takes_input and not has_image:
+        raise Problem(422, "missing-file", "Missing file", f"{name} needs an image in the {field!r} field")
+    if not admitted.operation.takes_input and has_image:
+        raise Problem(422, "unexpected-file", "Unexpected file", f"{name} takes no {field}")
+
+
+def lane(admitted: Admitted, info: ImageInfo | None, in_batch: bool = False) -> Lane:
+    """The job's lane, from its operation, parameters and photo size (tiers.lane_of)."""
+    megapixels = info.width * info.height / MEGAPIXEL if info else 0
+    return lane_of(admitted.operation.name, admitted.params.model_dump(), megapixels, in_batch)
+
+
+async def take_quota(quotas: Quotas, caller: Identity, policy: TierPolicy, edits: int, client_ip: str = "unknown",
+                     ip_daily_quota: int | None = None) -> Grant:
+    """Count ``edits`` against the caller's daily quota: a tenant's, or an anonymous device's and its IP
+    address's (``ip_daily_quota``); raises Problem 429 with Retry-After when one has no room."""
+    if caller.tier is Tier.ANONYMOUS:
+        limits = {f"device:{caller.device_id}": policy.daily_quota, f"ip:{client_ip}": ip_daily_quota}
+    else:
+        limits = {f"tenant:{caller.tenant_id}": policy.daily_quota}
+    grant = await quotas.take({k: v for k, v in limits.items() if v is not None}, edits)
+    if not grant.granted:
+        raise Problem(429, "quota-exceeded", "Daily quota used up",
+                      f"the {caller.tier} tier allows {policy.daily_quota} edits per 24 h"
+                      + (" (and per IP address without an account)" if caller.tier is Tier.ANONYMOUS else "")
+                      + f"; the next one is possible in {grant.retry_after_s} s",
+                      {"Retry-After": str(grant.retry_after_s)})
+    return grant
 
 
 def check_photo(admitted: Admitted, data: bytes, name: str, max_pixels: int) -> ImageInfo:

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -52,7 +53,7 @@ def replica():
             except httpx.TransportError:
                 pass
             assert process.poll() is None, "the replica exited; see var/log/notifier-replica-test.log"
-            subprocess.run(["sleep", "0.5"], check=True)
+            time.sleep(0.5)
         yield REPLICA
     finally:
         process.terminate()

@@ -25,10 +25,9 @@ from photocraft_common.images import ImageInfo
 from photocraft_common.intake import Admitted
 from photocraft_common.jobs import JobRecord, JobStatus
 from photocraft_common.kafka import publish
-from photocraft_common.operations import MEGAPIXEL
 from photocraft_common.quotas import Grant
 from photocraft_common.storage import ObjectStore
-from photocraft_common.tiers import Lane, Tier, TierPolicy, lane_of
+from photocraft_common.tiers import Lane, TierPolicy
 from photocraft_common.topics import JOBS_CANCELLED
 
 from .app import BearerDep, IdentityDep, Platform, PlatformDep
@@ -85,19 +84,13 @@ def check_photo(p: Platform, admitted: Admitted, data: bytes, name: str) -> Imag
 
 
 async def take_quota(p: Platform, caller: Identity, request: Request, policy: TierPolicy, edits: int) -> Grant:
-    if caller.tier is Tier.ANONYMOUS:
-        limits = {f"device:{caller.device_id}": policy.daily_quota,
-                  f"ip:{request.client.host if request.client else 'unknown'}": p.settings.anonymous_ip_daily_quota}
-    else:
-        limits = {f"tenant:{caller.tenant_id}": policy.daily_quota} if policy.daily_quota is not None else {}
-    grant = await p.quotas.take({k: v for k, v in limits.items() if v is not None}, edits)
-    if not grant.granted:
-        raise Problem(429, "quota-exceeded", "Daily quota used up",
-                      f"the {caller.tier} tier allows {policy.daily_quota} edits per 24 h"
-                      + (" (and per IP address without an account)" if caller.tier is Tier.ANONYMOUS else "")
-                      + f"; the next one is possible in {grant.retry_after_s} s",
-                      {"Retry-After": str(grant.retry_after_s), **device_header(caller)})
-    return grant
+    try:
+        return await intake.take_quota(p.quotas, caller, policy, edits,
+                                       request.client.host if request.client else "unknown",
+                                       p.settings.anonymous_ip_daily_quota)
+    except Problem as problem:  # a device keeps the token it was just given
+        problem.headers = {**(problem.headers or {}), **device_header(caller)}
+        raise
 
 
 def device_header(caller: Identity) -> dict[str, str]:
@@ -140,10 +133,7 @@ async def submit_job(
 ) -> JobAccepted:
     response.headers.update(device_header(caller))
     admitted = await admit(p, caller, operation, params)
-    if admitted.operation.takes_input and file is None:
-        raise Problem(422, "missing-file", "Missing file", f"{operation} needs an image in the 'file' field")
-    if not admitted.operation.takes_input and file is not None:
-        raise Problem(422, "unexpected-file", "Unexpected file", f"{operation} takes no file")
+    intake.check_input(admitted, file is not None, "file")
     data = info = None
     if file is not None:
         data = await read_upload(file, p.settings.max_upload_bytes)
@@ -151,10 +141,8 @@ async def submit_job(
     grant = await take_quota(p, caller, request, admitted.policy, 1)
     job_id = new_id()
     ref = await store_photo(p, caller.tenant_id, job_id, data, info) if data is not None else None
-    lane = lane_of(operation, admitted.params.model_dump(), info.width * info.height / MEGAPIXEL if info else 0,
-                   in_batch=False)
     try:
-        return await start_job(p, request, caller, admitted, job_id, ref, lane)
+        return await start_job(p, request, caller, admitted, job_id, ref, intake.lane(admitted, info))
     except KafkaError:
         await p.quotas.give_back(grant)
         raise queue_unavailable() from None

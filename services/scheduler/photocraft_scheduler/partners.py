@@ -26,12 +26,10 @@ from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import Unprocessable
 from photocraft_common.models import ModelDirectory
-from photocraft_common.operations import MEGAPIXEL
 from photocraft_common.problems import Problem
 from photocraft_common.quotas import Quotas
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import ObjectStore
-from photocraft_common.tiers import lane_of
 
 log = logging.getLogger("photocraft.scheduler.partners")
 
@@ -84,26 +82,16 @@ class PartnerIntake:
         policy = self._settings.tiers[partner.tier]
         admitted = await intake.admit(policy, partner.tier, request.operation, request.params_json or None,
                                       self._models)
-        if admitted.operation.takes_input and not request.image:
-            raise Problem(422, "missing-file", "Missing image", f"{request.operation} needs an image")
-        if not admitted.operation.takes_input and request.image:
-            raise Problem(422, "unexpected-file", "Unexpected image", f"{request.operation} takes no image")
+        intake.check_input(admitted, bool(request.image), "image")
         info = (intake.check_photo(admitted, request.image, "image", self._settings.max_pixels)
                 if request.image else None)
-        limits = {f"tenant:{partner.tenant_id}": policy.daily_quota} if policy.daily_quota is not None else {}
-        grant = await self._quotas.take(limits, 1)
-        if not grant.granted:
-            raise Problem(429, "quota-exceeded", "Daily quota used up",
-                          f"the {partner.tier} tier allows {policy.daily_quota} edits per 24 h; "
-                          f"the next one is possible in {grant.retry_after_s} s")
+        grant = await intake.take_quota(self._quotas, partner, policy, 1)
         try:
             ref = (await intake.store_photo(self._store, partner.tenant_id, job_id, request.image, info)
                    if info else None)
-            lane = lane_of(request.operation, admitted.params.model_dump(),
-                           info.width * info.height / MEGAPIXEL if info else 0, in_batch=False)
             await intake.queue_job(self._jobs, self._events, self._broker, job_id=job_id,
                                    tenant_id=partner.tenant_id, tier=partner.tier, admitted=admitted, ref=ref,
-                                   lane=lane, token=secrets.token_urlsafe(32))
+                                   lane=intake.lane(admitted, info), token=secrets.token_urlsafe(32))
         except Exception:
             await self._quotas.give_back(grant)
             raise
