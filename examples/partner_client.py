@@ -8,18 +8,26 @@ and downloads the result from the presigned URL. The tenant must be registered
 (``photocraft-tenants partner acme``). The messages are the protobuf classes
 generated from proto/photocraft/v1/jobs.proto; the contract is docs/partners.md
 and docs/asyncapi.yaml. Exit status: 0 completed, 1 failed or cancelled.
+
+A secured broker (docs/partners.md, "Secured Kafka") takes the options below or
+the platform's variables, e.g.::
+
+    PHOTOCRAFT_KAFKA__SASL_PASSWORD=... python examples/partner_client.py --tenant acme photo.jpg \
+        --bootstrap kafka.example.com:9094 --security-protocol SASL_SSL --sasl-username acme --ssl-cafile ca.pem
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import uuid
 from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import TopicPartition
 
 from photocraft.v1.jobs_pb2 import JobEvent, PartnerRequest
@@ -27,15 +35,30 @@ from photocraft.v1.jobs_pb2 import JobEvent, PartnerRequest
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+def connection(args: argparse.Namespace) -> dict:
+    """aiokafka's connection arguments: the broker, TLS (the CA that signed the broker's certificate,
+    optionally a client certificate) and SASL credentials, as the options say."""
+    kwargs = {"bootstrap_servers": args.bootstrap, "security_protocol": args.security_protocol}
+    if args.security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(cafile=args.ssl_cafile, certfile=args.ssl_certfile,
+                                                   keyfile=args.ssl_keyfile)
+    if args.security_protocol.startswith("SASL_"):
+        if not (args.sasl_username and args.sasl_password):
+            raise SystemExit(f"{args.security_protocol} needs --sasl-username and PHOTOCRAFT_KAFKA__SASL_PASSWORD")
+        kwargs |= {"sasl_mechanism": args.sasl_mechanism, "sasl_plain_username": args.sasl_username,
+                   "sasl_plain_password": args.sasl_password}
+    return kwargs
+
+
+async def end_offsets(kafka: dict, topic: str) -> dict[TopicPartition, int]:
     """Where the events topic ends now, so only this request's events are read."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         partitions = (await admin.describe_topics([topic]))[0]["partitions"]
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**kafka)
     await consumer.start()
     try:
         return await consumer.end_offsets([TopicPartition(topic, p["partition"]) for p in partitions])
@@ -49,9 +72,10 @@ async def run(args: argparse.Namespace) -> int:
                              operation=args.operation, params_json=args.params or "",
                              image=args.photo.read_bytes() if args.photo else b"")
     job_id = uuid.UUID(request.request_id).hex
-    start = await end_offsets(args.bootstrap, events)
-    consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES)
+    kafka = connection(args)
+    start = await end_offsets(kafka, events)
+    consumer = AIOKafkaConsumer(**kafka, enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kafka, acks="all", max_request_size=MAX_MESSAGE_BYTES)
     await consumer.start()
     await producer.start()
     try:
@@ -93,7 +117,23 @@ def main() -> None:
     parser.add_argument("--operation", default="remove-background")
     parser.add_argument("--params", help="the operation's parameters, a JSON object")
     parser.add_argument("-o", "--output", type=Path, default=Path("out/partner"))
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    env = os.environ.get
+    kafka = parser.add_argument_group("Kafka connection (defaults: the PHOTOCRAFT_KAFKA__* variables)")
+    kafka.add_argument("--bootstrap", default=env("PHOTOCRAFT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                       help="Kafka bootstrap servers")
+    kafka.add_argument("--security-protocol", default=env("PHOTOCRAFT_KAFKA__SECURITY_PROTOCOL", "PLAINTEXT"),
+                       choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+    kafka.add_argument("--sasl-mechanism", default=env("PHOTOCRAFT_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512"),
+                       choices=["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
+    kafka.add_argument("--sasl-username", default=env("PHOTOCRAFT_KAFKA__SASL_USERNAME"),
+                       help="your principal's name")
+    # The password only from the environment, so that it stays out of the process list.
+    parser.set_defaults(sasl_password=env("PHOTOCRAFT_KAFKA__SASL_PASSWORD"))
+    kafka.add_argument("--ssl-cafile", default=env("PHOTOCRAFT_KAFKA__SSL_CAFILE"),
+                       help="PEM file of the CA that signed the brokers' certificates (default: the system's CAs)")
+    kafka.add_argument("--ssl-certfile", default=env("PHOTOCRAFT_KAFKA__SSL_CERTFILE"),
+                       help="your client certificate (PEM), if the brokers require one")
+    kafka.add_argument("--ssl-keyfile", default=env("PHOTOCRAFT_KAFKA__SSL_KEYFILE"), help="its private key (PEM)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the job to end")
     raise SystemExit(asyncio.run(run(parser.parse_args())))
 

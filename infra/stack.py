@@ -40,8 +40,11 @@ BIN = Path(sys.executable).parent
 PORTS = {
     "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
     "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080], "notifier": [8081],
-    "gpu-inference": [9400, 9401],
+    "gpu-inference": [9400, 9401], "scheduler": [9410], "storage-janitor": [9420],
 }
+# Where each service process answers /healthz and /readyz (photocraft_common.health).
+HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
+          "gpu-inference-0": 9400, "gpu-inference-1": 9401}
 
 
 def supervisorctl(*args: str, check: bool = True) -> str:
@@ -128,8 +131,8 @@ def up() -> None:
     subprocess.run([BIN / "photocraft-bootstrap"], check=True)
     print("services:")
     supervisorctl("start", "services:*", check=False)
-    wait_for("gateway", check_http("http://127.0.0.1:8080/readyz"))
-    wait_for("notifier", check_http("http://127.0.0.1:8081/healthz"))
+    for name, port in HEALTH.items():  # ready: Kafka, Redis, S3 (and Triton, for gpu-inference) answer it
+        wait_for(name, check_http(f"http://127.0.0.1:{port}/readyz"))
     print(supervisorctl("status", check=False), end="")
     print("platform up: gateway http://127.0.0.1:8080 (API docs /docs), "
           "notifier ws://127.0.0.1:8081; logs in var/log/")

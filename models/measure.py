@@ -1,12 +1,20 @@
 """Measure the memory each model takes once loaded in Triton; optionally write it to the registry.
 
     python models/measure.py [--write] [NAME ...]     (Triton must run: make up)
+    python models/measure.py --gpu [--write] [NAME ...]
+                                  (on a GPU machine, Triton serving the GPU repository:
+                                  weights.py install --device gpu)
 
 For each model in var/model-repository: load it through Triton's repository
 API, run one inference on a 512x512 photo (generators: none), read the peak
 resident memory (VmHWM) of its python-backend stub process, unload it. That
 peak is the ``memory_bytes`` of models/registry.toml: what gpu-inference
-budgets for the model. CPU figures; on GPU nodes the device memory differs.
+budgets for the model on CPU nodes.
+
+With ``--gpu``: the GPU memory in use (``nvidia-smi``, whole GPU) after the
+load and one inference, less what was in use before the load, for the models
+with ``gpu = true``; that is their ``gpu_memory_bytes``, which gpu-inference
+budgets on GPU nodes. Nothing else may use the GPU meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -58,25 +68,34 @@ def infer_once(client: httpx.Client, name: str, config: dict) -> None:
     client.post(f"{TRITON}/v2/models/{name}/infer", json={"inputs": inputs}).raise_for_status()
 
 
-def measure(client: httpx.Client, name: str) -> int:
+def gpu_used_bytes() -> int:
+    """GPU memory in use on the first GPU, from nvidia-smi (MiB resolution)."""
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0]) * 2**20
+
+
+def measure(client: httpx.Client, name: str, gpu: bool = False) -> int:
     client.post(f"{TRITON}/v2/repository/models/{name}/unload")
     time.sleep(1)
+    before = gpu_used_bytes() if gpu else 0
     client.post(f"{TRITON}/v2/repository/models/{name}/load").raise_for_status()
     try:
         config = client.get(f"{TRITON}/v2/models/{name}/config").json()
         kind = config["parameters"]["photocraft.kind"]["string_value"]
         if kind != "generator":
             infer_once(client, name, config)
-        return peak_resident_bytes(stub_pid(name))
+        return gpu_used_bytes() - before if gpu else peak_resident_bytes(stub_pid(name))
     finally:
         client.post(f"{TRITON}/v2/repository/models/{name}/unload")
 
 
-def write(measured: dict[str, int]) -> None:
+def write(measured: dict[str, int], field: str = "memory_bytes") -> None:
+    """Record ``measured`` as ``field`` of each model (a trailing comment on that line goes)."""
     path = MODELS / "registry.toml"
     text = path.read_text()
     for name, value in measured.items():
-        text = re.sub(rf"(\[models\.{name}\]\n(?:(?!\[models\.).*\n)*?memory_bytes = )\d+",
+        text = re.sub(rf"(\[models\.{name}\]\n(?:(?!\[models\.).*\n)*?{field} = )\d+[^\n]*",
                       rf"\g<1>{value}", text)
     path.write_text(text)
 
@@ -86,15 +105,20 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="models to measure (default: every installed one)")
     parser.add_argument("--write", action="store_true", help="record the figures in models/registry.toml")
+    parser.add_argument("--gpu", action="store_true", help="GPU memory of the gpu = true models (gpu_memory_bytes)")
     args = parser.parse_args()
     names = args.names or sorted(p.name for p in REPOSITORY.iterdir() if p.is_dir())
+    if args.gpu:
+        with open(MODELS / "registry.toml", "rb") as f:
+            on_gpu = {n for n, e in tomllib.load(f)["models"].items() if e.get("gpu")}
+        names = [n for n in names if n in on_gpu]
     measured = {}
     with httpx.Client(timeout=600) as client:
         for name in names:
-            measured[name] = measure(client, name)
-            print(f"{name:<18} {measured[name] / 2**20:8.0f} MiB")
+            measured[name] = measure(client, name, args.gpu)
+            print(f"{name:<18} {measured[name] / 2**20:8.0f} MiB{' GPU' if args.gpu else ''}")
     if args.write:
-        write(measured)
+        write(measured, "gpu_memory_bytes" if args.gpu else "memory_bytes")
         print(json.dumps({"written to": str(MODELS / "registry.toml")}))
 
 

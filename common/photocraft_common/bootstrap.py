@@ -12,22 +12,27 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from botocore.exceptions import ClientError
 
+from .kafka import connection_kwargs
 from .operations import MODELS
-from .settings import PlatformSettings
+from .settings import KafkaSettings, PlatformSettings
 from .storage import make_client
 from .topics import TopicSpec, platform_topics
 
 log = logging.getLogger("photocraft.bootstrap")
 
 
-async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics of ``specs`` that do not exist; returns their names."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="photocraft-bootstrap")
+async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics of ``specs`` that do not exist; returns their names.
+
+    Connects as ``settings`` say (TLS, SASL); with an authorizer, the principal needs
+    DESCRIBE and CREATE on the cluster or the topics. Raises aiokafka's KafkaError.
+    """
+    admin = AIOKafkaAdminClient(**connection_kwargs(settings), client_id="photocraft-bootstrap")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor,
                      topic_configs={"retention.ms": str(s.retention_ms),
                                    "max.message.bytes": str(s.max_message_bytes)})
             for s in specs if s.name not in existing
@@ -55,7 +60,7 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = PlatformSettings()
-    created = asyncio.run(ensure_topics(settings.kafka.bootstrap_servers, platform_topics(list(MODELS))))
+    created = asyncio.run(ensure_topics(settings.kafka, platform_topics(list(MODELS))))
     log.info("topics created: %s", ", ".join(created) or "none (all exist)")
     log.info("bucket %s: %s", settings.s3.bucket,
              "created" if ensure_bucket(settings) else "exists")

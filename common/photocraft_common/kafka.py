@@ -1,16 +1,21 @@
 """Kafka access for every service: a FastStream broker and protobuf publishing.
 
 Messages carry protobuf bytes, are keyed by job id and name their type in a
-``message-type`` header (e.g. ``photocraft.v1.JobEvent``).
+``message-type`` header (e.g. ``photocraft.v1.JobEvent``). Every client (the
+broker, the bootstrap's admin client) connects with ``connection_kwargs``: TLS
+and SASL as KafkaSettings say.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from aiokafka.helpers import create_ssl_context
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from google.protobuf.message import DecodeError, Message
 from tenacity import (
     AsyncRetrying,
@@ -23,10 +28,42 @@ from tenacity import (
 from .settings import KafkaSettings
 from .topics import DEAD_LETTERS
 
-__all__ = ["AckPolicy", "Unprocessable", "dead_letter", "handle_or_dead_letter", "make_broker", "publish",
-           "subscriber_options"]
+__all__ = ["AckPolicy", "Unprocessable", "broker_security", "connection_kwargs", "dead_letter",
+           "handle_or_dead_letter", "make_broker", "publish", "subscriber_options"]
 
 log = logging.getLogger("photocraft.kafka")
+
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def connection_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin): ``bootstrap_servers``,
+    ``security_protocol`` and, as the protocol needs them, ``ssl_context`` (built by aiokafka's
+    ``create_ssl_context`` from ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``; hostnames are
+    checked) and ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``.
+
+    Raises ``ssl.SSLError`` for a file that is not a PEM certificate or key.
+    """
+    kwargs: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers,
+                              "security_protocol": settings.security_protocol}
+    if settings.uses_tls:
+        kwargs["ssl_context"] = create_ssl_context(cafile=settings.ssl_cafile, certfile=settings.ssl_certfile,
+                                                   keyfile=settings.ssl_keyfile)
+    if settings.uses_sasl:
+        kwargs |= {"sasl_mechanism": settings.sasl_mechanism, "sasl_plain_username": settings.sasl_username,
+                   "sasl_plain_password": settings.sasl_password.get_secret_value()}
+    return kwargs
+
+
+def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
+    """The same connection settings as ``connection_kwargs``, in the form FastStream's KafkaBroker takes
+    them (``security=``; it also names them in the AsyncAPI document). None for PLAINTEXT."""
+    kwargs = connection_kwargs(settings)
+    use_ssl = settings.uses_tls
+    if settings.uses_sasl:
+        return _SASL[kwargs["sasl_mechanism"]](kwargs["sasl_plain_username"], kwargs["sasl_plain_password"],
+                                               ssl_context=kwargs.get("ssl_context"), use_ssl=use_ssl)
+    return BaseSecurity(ssl_context=kwargs["ssl_context"], use_ssl=True) if use_ssl else None
 
 
 def make_broker(settings: KafkaSettings, client_id: str, metadata_max_age_ms: int = 300_000) -> KafkaBroker:
@@ -36,6 +73,7 @@ def make_broker(settings: KafkaSettings, client_id: str, metadata_max_age_ms: in
     """
     return KafkaBroker(
         settings.bootstrap_servers,
+        security=broker_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,

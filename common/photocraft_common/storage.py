@@ -36,10 +36,12 @@ def sibling_key(output_key: str, suffix: str) -> str:
 
 
 def make_client(settings: S3Settings, endpoint_url: str | None = None) -> BaseClient:
-    """A boto3 S3 client (thread-safe) with SigV4 and standard retries."""
+    """A boto3 S3 client (thread-safe) with SigV4 and standard retries; an https endpoint's
+    certificate is checked against ``settings.ca_bundle`` (a PEM file) when set, else the system's CAs."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url or settings.endpoint_url,
+        verify=settings.ca_bundle,
         region_name=settings.region,
         aws_access_key_id=settings.access_key_id.get_secret_value(),
         aws_secret_access_key=settings.secret_access_key.get_secret_value(),

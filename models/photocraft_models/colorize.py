@@ -21,6 +21,7 @@ import torch
 from skimage import color, transform
 from torch import nn
 
+from .devices import AUTO, Placement, torch_device
 from .serving import Output
 
 NETWORK_SIDE = 256  # pixels
@@ -70,21 +71,23 @@ class Colorize:
     """Filter: ``(H, W, 3) uint8`` (colour or gray) -> ``(H, W, 3) uint8 RGB`` with predicted colours.
 
     Weights: ``colorization_release_v2.pth`` in the model's version folder.
-    Runs on CUDA when torch has it, else on the CPU.
+    Runs on the CUDA device ``placement`` chooses (devices.torch_device), else on the CPU.
     """
 
-    def __init__(self, version_dir: Path, parameters: dict[str, str]) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runtime = "torch"
+
+    def __init__(self, version_dir: Path, parameters: dict[str, str], placement: Placement = AUTO) -> None:
+        self.torch_device, self.device = torch_device(placement)
         self.network = ECCV16()
         state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
         self.network.load_state_dict(state)
-        self.network.eval().to(self.device)
+        self.network.eval().to(self.torch_device)
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, params: dict) -> Output:
         lightness = color.rgb2lab(image)[..., 0]  # 0..100, full resolution
         small = transform.resize(lightness, (NETWORK_SIDE, NETWORK_SIDE), order=1, anti_aliasing=True)
-        tensor = torch.from_numpy(small.astype(np.float32))[None, None].to(self.device)
+        tensor = torch.from_numpy(small.astype(np.float32))[None, None].to(self.torch_device)
         ab = self.network(tensor)[0].cpu().numpy().transpose(1, 2, 0)  # (256, 256, 2)
         ab_full = transform.resize(ab, lightness.shape, order=1)
         lab = np.concatenate([lightness[..., None], ab_full], axis=2)

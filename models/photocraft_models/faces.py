@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from .devices import AUTO, Placement, torch_device
 from .landmarks import FaceFinder
 from .params import number
 from .serving import Output
@@ -47,19 +48,22 @@ def _paste_mask() -> np.ndarray:
 
 class Gfpgan:
     """Filter. PARAMS ``strength`` 0..1 (default 0.7): the share of the restored face.
-    MASK: the faces' paste regions. INFO: ``faces``, ``warnings``."""
+    MASK: the faces' paste regions. INFO: ``faces``, ``warnings``. The network runs on the
+    CUDA device ``placement`` chooses, else on the CPU; face finding runs on the CPU."""
 
-    def __init__(self, version_dir: Path, parameters: dict[str, str]) -> None:
+    runtime = "torch"
+
+    def __init__(self, version_dir: Path, parameters: dict[str, str], placement: Placement = AUTO) -> None:
         from spandrel import ModelLoader
 
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.network = ModelLoader().load_from_file(version_dir / WEIGHTS).model.eval().to(self.device)
+        self.torch_device, self.device = torch_device(placement)
+        self.network = ModelLoader().load_from_file(version_dir / WEIGHTS).model.eval().to(self.torch_device)
         self.faces = FaceFinder()
         self.paste = _paste_mask()
 
     @torch.inference_mode()
     def _restore(self, aligned: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(aligned).permute(2, 0, 1)[None].float().to(self.device) / 127.5 - 1.0
+        x = torch.from_numpy(aligned).permute(2, 0, 1)[None].float().to(self.torch_device) / 127.5 - 1.0
         y = self.network(x)[0][0].clamp(-1, 1)
         return ((y + 1.0) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .devices import AUTO, Placement, torch_device
 from .params import integer, number
 from .serving import InvalidInput
 
@@ -38,20 +39,23 @@ class TextToImage:
     ``guidance_scale`` > 1), ``seed`` (random when absent), ``steps`` 1..50
     (default 1), ``guidance_scale`` 0..20 (default 0, as SD-Turbo is trained),
     ``width`` and ``height`` multiples of 8, at most 1 MP in all (default 512).
+    Runs in float16 on the CUDA device ``placement`` chooses, else in float32 on the CPU.
     """
 
-    def __init__(self, version_dir: Path, parameters: dict[str, str]) -> None:
+    runtime = "torch"
+
+    def __init__(self, version_dir: Path, parameters: dict[str, str], placement: Placement = AUTO) -> None:
         from diffusers import DiffusionPipeline
 
         source = version_dir / "pipeline"
-        cuda = torch.cuda.is_available()
+        self.torch_device, self.device = torch_device(placement)
+        cuda = self.torch_device != "cpu"
         fp16 = any(source.glob("unet/*.fp16.safetensors"))
-        self.device = torch.device("cuda" if cuda else "cpu")
         self.pipeline = DiffusionPipeline.from_pretrained(
             source, variant="fp16" if fp16 else None,
             dtype=torch.float16 if cuda else torch.float32,
             safety_checker=None, requires_safety_checker=False,
-        ).to(self.device)
+        ).to(self.torch_device)
         self.pipeline.set_progress_bar_config(disable=True)
 
     def __call__(self, params: dict, on_step: Callable[[int, int], None]) -> np.ndarray:
@@ -72,7 +76,7 @@ class TextToImage:
         result = self.pipeline(
             prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps,
             guidance_scale=guidance, width=width, height=height, output_type="np",
-            generator=torch.Generator(self.device).manual_seed(seed),
+            generator=torch.Generator(self.torch_device).manual_seed(seed),
             callback_on_step_end=step_end,
         )
         return np.clip(result.images[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -16,7 +16,7 @@ from photocraft_common.topics import JOB_EVENTS, JOBS_SUBMITTED, TASK_RESULTS, m
 from .helpers import ROOT
 
 STACK_PORTS = [9092, 9093, 6379, 8333, 8888, 9333, 9340, 8000, 8001, 8002, 8100, 8101, 8102, 8080, 8081,
-               9400, 9401]
+               9400, 9401, 9410, 9420]
 
 
 def listening_addresses() -> dict[int, set[str]]:

@@ -38,7 +38,7 @@ def test_janitor_process_purges_expired_objects_and_keeps_fresh_ones(s3, bucket)
 
     # The real service, with a 4 s TTL; one sweep at start, the next an hour later.
     env = {**os.environ, "PHOTOCRAFT_S3__BUCKET": bucket, "PHOTOCRAFT_TTL_S": "4",
-           "PHOTOCRAFT_INTERVAL_S": "3600"}
+           "PHOTOCRAFT_INTERVAL_S": "3600", "PHOTOCRAFT_PORT": "0"}  # its health server on any free port
     janitor = subprocess.Popen([Path(sys.executable).parent / "photocraft-storage-janitor"], env=env,
                                stderr=subprocess.PIPE, text=True)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from faststream.kafka import KafkaBroker
@@ -21,10 +21,12 @@ from redis.asyncio import Redis
 from photocraft_common.accounts import Accounts, Identity
 from photocraft_common.batches import BatchStore
 from photocraft_common.events import EventPublisher
+from photocraft_common.health import checks, probe
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import make_broker
 from photocraft_common.models import ModelDirectory
 from photocraft_common.quotas import Quotas
+from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 
 from . import problems
@@ -81,9 +83,10 @@ async def healthz() -> dict[str, str]:
 
 
 @health.get("/readyz")
-async def readyz(p: PlatformDep) -> dict[str, str]:
-    await p.redis.ping()
-    return {"status": "ready"}
+async def readyz(request: Request) -> JSONResponse:
+    """200 while Kafka, Redis and S3 answer, else 503 naming the failing ones (photocraft_common.health)."""
+    status, body = await probe(request.app.state.readiness)
+    return JSONResponse(body, status)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -95,12 +98,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         broker = make_broker(settings.kafka, "photocraft-gateway")
         await broker.connect()
-        redis = Redis.from_url(settings.redis.url)
+        redis = make_redis(settings.redis)
         app.state.platform = Platform(
             settings, broker, redis, JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s),
             ObjectStore(settings.s3), EventPublisher(broker), ModelDirectory(redis),
             Accounts(redis, settings.device_token_secret.get_secret_value()), Quotas(redis),
         )
+        app.state.readiness = checks(kafka=broker, redis=redis, s3=app.state.platform.store.client,
+                                     bucket=settings.s3.bucket)
         try:
             yield
         finally:

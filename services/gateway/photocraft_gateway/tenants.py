@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from redis.asyncio import Redis
-
 from photocraft_common.accounts import Accounts
 from photocraft_common.bootstrap import ensure_topics
+from photocraft_common.redis_client import make_redis
 from photocraft_common.tiers import Tier
 from photocraft_common.topics import PARTNER_EVENTS, PARTNER_REQUESTS, partner_topics
 
@@ -25,13 +24,13 @@ from .settings import GatewaySettings
 
 async def run(args: argparse.Namespace) -> None:
     settings = GatewaySettings()
-    redis = Redis.from_url(settings.redis.url)
+    redis = make_redis(settings.redis)
     accounts = Accounts(redis, settings.device_token_secret.get_secret_value())
     try:
         if args.command == "create":
             print(await accounts.create_key(args.tenant, Tier(args.tier)))
         elif args.command == "partner":
-            await ensure_topics(settings.kafka.bootstrap_servers, partner_topics(args.tenant))
+            await ensure_topics(settings.kafka, partner_topics(args.tenant))
             await accounts.register_partner(args.tenant, Tier(args.tier))
             print(PARTNER_REQUESTS.format(tenant=args.tenant), PARTNER_EVENTS.format(tenant=args.tenant))
         elif not await accounts.revoke_key(args.key):

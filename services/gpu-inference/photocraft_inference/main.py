@@ -11,7 +11,8 @@ In the background the worker reports which models Triton's repository holds
 (the scheduler releases no more tasks than the workers can take) and, whenever
 it loads a model, the digest of its weights (the scheduler addresses reusable
 results with it). A message that cannot be handled goes to the dead-letter
-topic. See docs/gpu-inference.md.
+topic. With ``PHOTOCRAFT_METRICS_PORT`` set, ``/metrics`` (Prometheus), ``/healthz`` and
+``/readyz`` (Kafka, Redis, S3 and at least one Triton instance ready) answer on it. See docs/gpu-inference.md.
 """
 
 from __future__ import annotations
@@ -19,34 +20,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tomllib
-from pathlib import Path
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import start_http_server
+from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
 
 from photocraft_common import logs
 from photocraft_common.capacity import report_capacity
 from photocraft_common.contracts import TaskDispatched, parse
+from photocraft_common.health import CHECK_TIMEOUT_S, HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.models import ModelDirectory
+from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import inference_group, model_topic
 
+from .residency import footprints
 from .settings import InferenceSettings
 from .triton import TritonPool
 from .worker import Worker
 
 log = logging.getLogger("photocraft.inference")
-
-
-def footprints(registry: Path) -> dict[str, int]:
-    """Measured memory of each model (bytes) from models/registry.toml; unmeasured ones left out."""
-    with open(registry, "rb") as f:
-        models = tomllib.load(f)["models"]
-    return {name: entry["memory_bytes"] for name, entry in models.items() if entry.get("memory_bytes")}
 
 
 async def report(pool: TritonPool, directory: ModelDirectory, redis: Redis, settings: InferenceSettings) -> None:
@@ -63,10 +58,21 @@ async def report(pool: TritonPool, directory: ModelDirectory, redis: Redis, sett
         await asyncio.sleep(interval_s)
 
 
+def triton_check(pool: TritonPool):
+    """A readiness check: at least one Triton instance answers ready now (a gRPC call to each, at once)."""
+    async def check() -> None:
+        answers = await asyncio.gather(*(instance.client.is_server_ready(client_timeout=CHECK_TIMEOUT_S)
+                                         for instance in pool.instances), return_exceptions=True)
+        if not any(answer is True for answer in answers):
+            raise ConnectionError("no Triton instance is ready: "
+                                  + (", ".join(instance.url for instance in pool.instances) or "none connected yet"))
+    return check
+
+
 def create_app(settings: InferenceSettings) -> FastStream:
     """Build the app; call inside the running event loop (gRPC clients bind to it)."""
     broker = make_broker(settings.kafka, f"photocraft-gpu-inference-{settings.worker_id}")
-    redis = Redis.from_url(settings.redis.url)
+    redis = make_redis(settings.redis)
     directory = ModelDirectory(redis)
 
     async def on_load(model: str, config: dict) -> None:
@@ -74,8 +80,9 @@ def create_app(settings: InferenceSettings) -> FastStream:
         if digest:
             await directory.record_weights(model, digest)
 
-    pool = TritonPool(settings, redis, footprints(settings.model_registry), on_load=on_load)
-    worker = Worker(broker, ObjectStore(settings.s3), pool, settings.worker_id)
+    pool = TritonPool(settings, redis, footprints(settings.model_registry, settings.residency), on_load=on_load)
+    store = ObjectStore(settings.s3)
+    worker = Worker(broker, store, pool, settings.worker_id)
 
     async def run(record) -> None:
         await handle_or_dead_letter(broker, record, lambda: worker.handle(parse(TaskDispatched, record.value)))
@@ -91,11 +98,15 @@ def create_app(settings: InferenceSettings) -> FastStream:
 
     app = FastStream(broker)
     background: list[asyncio.Task] = []
+    if settings.metrics_port:
+        readiness = checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket)
+        health = HealthServer({**readiness, "triton": triton_check(pool)}, settings.metrics_host,
+                              settings.metrics_port, routes={"/metrics": make_aiohttp_handler()})
+        app.on_startup(health.start)
+        app.after_shutdown(health.stop)
 
     @app.on_startup
     async def start() -> None:
-        if settings.metrics_port:
-            start_http_server(settings.metrics_port, addr=settings.metrics_host)
         await pool.start()
         background.append(asyncio.create_task(report(pool, directory, redis, settings)))
 

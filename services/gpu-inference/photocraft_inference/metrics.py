@@ -1,4 +1,5 @@
-"""Prometheus metrics of gpu-inference, served on ``PHOTOCRAFT_METRICS_PORT`` (path /metrics).
+"""Prometheus metrics of gpu-inference, served on ``PHOTOCRAFT_METRICS_HOST``:``PHOTOCRAFT_METRICS_PORT``
+(path /metrics, beside /healthz and /readyz; see main.py).
 
 Labels: ``instance`` is the Triton instance's gRPC address, ``model`` the Triton model.
 """

@@ -17,7 +17,12 @@ one fits the budget, and loads it. A model larger than the whole budget is
 refused (ModelTooLarge); one that does not fit because the others are busy
 waits for them, with backoff. ``sweep`` unloads models idle for longer than
 the idle TTL and reconciles the state with what Triton really has loaded.
-Footprints come from models/registry.toml (``memory_bytes``, measured).
+
+Footprints come from models/registry.toml (``footprints``): on CPU nodes the
+measured ``memory_bytes``; on GPU nodes (``device = "gpu"``) the measured
+``gpu_memory_bytes`` of the models that run on the GPU, a conservative
+default for those not yet measured (logged once at start), and 0 for models
+that stay on the node's CPU. ``budget`` picks the budget those count against.
 """
 
 from __future__ import annotations
@@ -25,16 +30,58 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from . import metrics
+from .settings import ResidencySettings
 
 log = logging.getLogger("photocraft.inference.residency")
+
+
+def footprints(registry: Path | dict[str, dict], settings: ResidencySettings) -> dict[str, int]:
+    """Bytes each model of ``registry`` (models/registry.toml, or its parsed ``models`` table)
+    counts against the budget on ``settings.device``. On ``cpu`` the unmeasured ones are left out
+    (they count ``default_footprint_bytes``); on ``gpu`` every model is in, and each GPU model
+    without a measured ``gpu_memory_bytes`` counts ``unmeasured_gpu_footprint_bytes``, with a warning."""
+    if not isinstance(registry, dict):
+        with open(registry, "rb") as f:
+            registry = tomllib.load(f)["models"]
+    if settings.device == "cpu":
+        return {name: entry["memory_bytes"] for name, entry in registry.items() if entry.get("memory_bytes")}
+    result = {}
+    for name, entry in registry.items():
+        if not entry.get("gpu", False):
+            result[name] = 0  # runs on the node's CPU
+        elif entry.get("gpu_memory_bytes"):
+            result[name] = entry["gpu_memory_bytes"]
+        else:
+            result[name] = settings.unmeasured_gpu_footprint_bytes
+            log.warning("%s: GPU memory unmeasured (gpu_memory_bytes = 0 in the model registry); budgeting %.0f MiB "
+                        "(unmeasured_gpu_footprint_bytes). Measure it: python models/measure.py --gpu --write",
+                        name, result[name] / 2**20)
+    return result
+
+
+def budget(settings: ResidencySettings, gpu_budget_bytes: int | None) -> int:
+    """The instance's budget in bytes: ``settings.budget_bytes`` when set; else on ``gpu``
+    ``gpu_budget_bytes`` (90 % of the GPU memory Triton reports), on ``cpu`` ``cpu_budget_bytes``.
+    Raises ValueError on ``gpu`` when neither is known: budgeting GPU footprints against host
+    memory would be wrong, silently."""
+    if settings.budget_bytes:
+        return settings.budget_bytes
+    if settings.device == "cpu":
+        return settings.cpu_budget_bytes
+    if not gpu_budget_bytes:
+        raise ValueError("residency device is gpu, but Triton reports no GPU memory on its metrics endpoint "
+                         "(nv_gpu_memory_total_bytes) and PHOTOCRAFT_RESIDENCY__BUDGET_BYTES is not set")
+    return gpu_budget_bytes
 
 
 class ModelTooLarge(RuntimeError):

@@ -1,6 +1,7 @@
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,11 +27,18 @@ class TritonSettings(BaseModel):
 
 
 class ResidencySettings(BaseModel):
-    # Memory for models per Triton instance, bytes. Unset: 90 % of the GPU's memory when
-    # Triton reports a GPU, else cpu_budget_bytes.
-    budget_bytes: int | None = None
-    cpu_budget_bytes: int = 6 * 2**30
-    default_footprint_bytes: int = 2**30  # for a model the registry has not measured
+    # What the budget counts. "cpu": each model's memory_bytes (host memory of its Triton stub).
+    # "gpu" (GPU nodes): the gpu_memory_bytes of each model that runs on the GPU (registry gpu =
+    # true); a model that stays on the node's CPU counts 0. See models/registry.toml.
+    device: Literal["cpu", "gpu"] = "cpu"
+    # Memory for models per Triton instance, bytes. Unset: cpu_budget_bytes on "cpu"; on "gpu",
+    # 90 % of the GPU memory Triton reports on its metrics endpoint (none reported: an error).
+    budget_bytes: int | None = Field(default=None, gt=0)
+    cpu_budget_bytes: int = Field(default=6 * 2**30, gt=0)
+    default_footprint_bytes: int = 2**30  # for a model the registry has not measured (cpu)
+    # On "gpu", for a GPU model whose gpu_memory_bytes is 0 (unmeasured): more than any model
+    # here should take (SD-Turbo in fp16 with a 1 MP image is the largest), so none is under-counted.
+    unmeasured_gpu_footprint_bytes: int = Field(default=6 * 2**30, gt=0)
     pinned: list[str] = []  # loaded at start, never unloaded
     idle_ttl_s: float = 600.0  # a lazily loaded model is unloaded after this long unused
     sweep_interval_s: float = 15.0

@@ -29,6 +29,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from . import metrics
 from .residency import Residency
+from .residency import budget as residency_budget
 from .settings import InferenceSettings, TritonInstance
 
 log = logging.getLogger("photocraft.inference.triton")
@@ -105,7 +106,7 @@ class TritonPool:
         residency = self._settings.residency
         for spec in self._settings.triton.instances:
             client = grpcclient.InferenceServerClient(spec.grpc)
-            budget = residency.budget_bytes or await gpu_budget(spec.metrics) or residency.cpu_budget_bytes
+            budget = residency_budget(residency, await gpu_budget(spec.metrics) if residency.device == "gpu" else None)
             instance = Instance(spec.grpc, client, Residency(
                 self._redis, spec.grpc, budget, self._footprints, residency.default_footprint_bytes,
                 set(residency.pinned), residency.idle_ttl_s,

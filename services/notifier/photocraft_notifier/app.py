@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fastapi import FastAPI, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 from faststream.kafka.annotations import KafkaMessage
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from photocraft_common.accounts import Accounts
 from photocraft_common.batches import BatchStore
 from photocraft_common.contracts import JobEvent, now, parse, to_datetime
+from photocraft_common.health import checks, probe
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
+from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import JOB_EVENTS, NOTIFIER_GROUP
 
@@ -69,8 +71,7 @@ def batch_ended(message: dict) -> bool:
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     # Bounded: thousands of clients connecting at once wait for a connection rather than open one each.
-    redis = Redis(connection_pool=BlockingConnectionPool.from_url(settings.redis.url,
-                                                                  max_connections=settings.redis_connections))
+    redis = make_redis(settings.redis, max_connections=settings.redis_connections, blocking=True)
     events = EventLog(redis, settings.job_ttl_s)
     hub = Hub(redis, settings.send_queue)
     jobs = JobStore(redis, settings.job_ttl_s)
@@ -107,6 +108,14 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    readiness = checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket)
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 while Kafka, Redis and S3 answer, else 503 naming the failing ones (photocraft_common.health)."""
+        status, body = await probe(readiness)
+        return JSONResponse(body, status)
 
     @app.get("/metrics")
     async def metrics() -> dict[str, int]:

@@ -7,7 +7,8 @@ decisions are atomic in Redis, so any replica may release any stage, once.
 Messages that cannot be handled go to the dead-letter topic. Partner requests
 (partners.py) are read from every ``photocraft.partner.<tenant>.requests``
 topic by the group ``photocraft-scheduler-partners``; new partners' topics are
-found within ``partner_discovery_s``.
+found within ``partner_discovery_s``. ``/healthz`` and ``/readyz`` (Kafka, Redis,
+S3) answer on ``host:port`` (default 127.0.0.1:9410).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import time
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
-from redis.asyncio import Redis
 
 from photocraft_common import logs
 from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
+from photocraft_common.health import HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
+from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import (
     JOBS_CANCELLED,
@@ -56,7 +58,7 @@ async def keep_ticking(scheduler: Scheduler, settings: SchedulerSettings) -> Non
 def create_app(settings: SchedulerSettings) -> FastStream:
     broker = make_broker(settings.kafka, "photocraft-scheduler",
                          metadata_max_age_ms=int(settings.partner_discovery_s * 1000))
-    redis = Redis.from_url(settings.redis.url)
+    redis = make_redis(settings.redis)
     store = ObjectStore(settings.s3)
     scheduler = Scheduler(broker, redis, store, settings)
     partners = PartnerIntake(redis, store, scheduler.jobs, scheduler.events, broker, settings)
@@ -90,6 +92,10 @@ def create_app(settings: SchedulerSettings) -> FastStream:
 
     app = FastStream(broker)
     ticking: list[asyncio.Task] = []
+    health = HealthServer(checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket),
+                          settings.host, settings.port)
+    app.on_startup(health.start)
+    app.after_shutdown(health.stop)
 
     @app.after_startup
     async def start_ticking() -> None:

@@ -2,6 +2,9 @@ from photocraft_common.settings import PlatformSettings
 
 
 class SchedulerSettings(PlatformSettings):
+    # The health server (/healthz, /readyz; photocraft_common.health); containers set host 0.0.0.0.
+    host: str = "127.0.0.1"
+    port: int = 9410
     max_attempts: int = 3  # per stage, the first included
     retry_base_s: float = 2.0  # backoff before the second attempt; doubles each time, with jitter
     retry_max_s: float = 60.0

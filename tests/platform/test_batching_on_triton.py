@@ -1,0 +1,86 @@
+"""Dynamic batching for real: Triton groups concurrent u2netp requests into one execute() call,
+and the python backend answers each request with its own mask.
+
+The test starts its own Triton instance (infra/bin/triton on ports 8300-8302, the platform's
+model repository), so its statistics count only this test's requests and the platform's
+instances are not disturbed. That one execute() runs the network once per batch is shown
+without Triton in models/tests/test_segmentation_batching.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from PIL import Image
+from skimage import data
+
+from .helpers import ROOT
+
+REQUESTS = 64
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@pytest.fixture(scope="module")
+def triton():
+    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", "8300"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get("http://127.0.0.1:8300/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            subprocess.run(["sleep", "0.5"])
+        else:
+            pytest.fail("the test's Triton instance did not start")
+        yield "127.0.0.1:8301"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def photo(name: str) -> np.ndarray:
+    pixels = getattr(data, name)()
+    return np.asarray(Image.fromarray(pixels).resize((320, 320), Image.Resampling.LANCZOS))[np.newaxis]
+
+
+async def segment(client: grpcclient.InferenceServerClient, image: np.ndarray) -> np.ndarray:
+    tensor = grpcclient.InferInput("IMAGE", list(image.shape), "UINT8")
+    tensor.set_data_from_numpy(image)
+    result = await client.infer("u2netp", [tensor], outputs=[grpcclient.InferRequestedOutput("MASK")])
+    return result.as_numpy("MASK")
+
+
+async def counts(client: grpcclient.InferenceServerClient) -> tuple[int, int]:
+    (stats,) = (await client.get_inference_statistics("u2netp", as_json=True))["model_stats"]
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+async def test_concurrent_requests_run_in_batches_and_each_gets_its_own_mask(triton):
+    assert (ROOT / "var" / "model-repository" / "u2netp").is_dir(), "u2netp is not installed: run `make weights`"
+    client = grpcclient.InferenceServerClient(triton)
+    try:
+        await client.load_model("u2netp")
+        images = {name: photo(name) for name in PHOTOS}
+        alone = {name: await segment(client, image) for name, image in images.items()}  # one request each
+        before = await counts(client)
+
+        order = [PHOTOS[i % len(PHOTOS)] for i in range(REQUESTS)]
+        masks = await asyncio.gather(*(segment(client, images[name]) for name in order))
+
+        inferences, executions = (after - start for after, start in zip(await counts(client), before, strict=True))
+        assert inferences == REQUESTS
+        assert executions < inferences, "Triton handed every request to execute() alone: no batching"
+        for name, mask in zip(order, masks, strict=True):
+            assert mask.shape == (1, 320, 320) and mask.dtype == np.float32
+            assert np.abs(mask - alone[name]).max() < 1e-5, f"{name}: a batched mask differs from its single run"
+        assert len({round(float(m.mean()), 4) for m in masks}) == len(PHOTOS)  # masks did not swap places
+    finally:
+        await client.unload_model("u2netp")
+        await client.close()
