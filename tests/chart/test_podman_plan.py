@@ -40,3 +40,15 @@ def test_a_job_as_pod_keeps_its_containers_and_labels():
     pod = job_as_pod(job)
     assert pod["kind"] == "Pod" and pod["metadata"] == {"name": "j", "labels": {"a": "b"}}
     assert pod["spec"]["containers"] == [{"name": "c"}] and pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_pods_get_their_own_scratch_volumes_and_podmans_shared_memory():
+    steps = plan(render(LOCAL))
+    worker = next(m for m in steps.workloads if m["metadata"]["name"].endswith("-gpu-inference"))
+    pod = worker["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} == {"pc-photocraft-gpu-inference-tmp"}
+    for container in pod["containers"]:
+        assert "ports" not in container
+        assert "/dev/shm" not in {m["mountPath"] for m in container["volumeMounts"]}
+        assert {m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"} == {
+            "pc-photocraft-gpu-inference-tmp"}

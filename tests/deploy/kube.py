@@ -10,10 +10,17 @@ are left out: tests/chart validates them.
 podman 4.3 (Debian 12's) cannot read a Kubernetes Secret it made itself into
 an environment variable ("secret ... is not valid JSON", fixed in later
 podman), so the Secrets' values are written into the env entries that refer to
-them, and the Secrets themselves are not played. It also refuses container
-ports on the host network ("PortMappings can only be used with Bridge or
-slirp4netns networking"): on the host network they only name what the
-processes listen on anyway, so they are dropped.
+them, and the Secrets themselves are not played. It also differs from a
+kubelet in three ways the pods are adapted to (``for_podman``):
+- it refuses container ports on the host network ("PortMappings can only be
+  used with Bridge or slirp4netns networking"); there they only name what the
+  processes listen on, so they are dropped;
+- it makes each emptyDir a volume named as the volume, shared by every pod
+  that uses the name and kept after the pod: each gets its pod's name, and
+  ``Podman.down`` removes them;
+- an emptyDir at /dev/shm becomes a root-owned folder that the non-root user
+  cannot write, while every podman pod has its own /dev/shm tmpfs already
+  (sized by shm_size in infra/images/containers.conf): that mount is dropped.
 """
 
 from __future__ import annotations
@@ -83,14 +90,28 @@ def inline_secrets(manifest: dict, values: dict[tuple[str, str], str]) -> dict:
     return manifest
 
 
-def without_ports(manifest: dict) -> dict:
-    """``manifest`` without its containers' ``ports`` (host network only)."""
+def for_podman(manifest: dict) -> dict:
+    """``manifest`` (a host-network Deployment or Pod) adapted to podman 4.3: see the module's docstring."""
     manifest = copy.deepcopy(manifest)
     pod = manifest["spec"]["template"]["spec"] if "template" in manifest["spec"] else manifest["spec"]
-    assert pod.get("hostNetwork"), "container ports are dropped for host-network pods only"
+    assert pod.get("hostNetwork"), "only host-network pods run here"
+    prefix = manifest["metadata"]["name"]
+    shm = {v["name"] for v in pod.get("volumes", []) if (v.get("emptyDir") or {}).get("medium") == "Memory"}
+    renamed = {v["name"]: f"{prefix}-{v['name']}" for v in pod.get("volumes", []) if "emptyDir" in v}
+    pod["volumes"] = [{**v, "name": renamed.get(v["name"], v["name"])} for v in pod.get("volumes", [])
+                      if v["name"] not in shm]
     for container in pod.get("containers", []):
         container.pop("ports", None)
+        container["volumeMounts"] = [{**m, "name": renamed.get(m["name"], m["name"])}
+                                     for m in container.get("volumeMounts", [])
+                                     if not (m["name"] in shm and m["mountPath"] == "/dev/shm")]
     return manifest
+
+
+def empty_dirs(manifest: dict) -> list[str]:
+    """The names of the emptyDir volumes of a manifest made by ``for_podman``."""
+    pod = manifest["spec"]["template"]["spec"] if "template" in manifest["spec"] else manifest["spec"]
+    return [v["name"] for v in pod.get("volumes", []) if "emptyDir" in v]
 
 
 def plan(manifests: list[dict]) -> Plan:
@@ -102,7 +123,7 @@ def plan(manifests: list[dict]) -> Plan:
         weight = hook_weight(manifest)
         runnable = job_as_pod(manifest) if kind == "Job" else manifest
         if kind in ("Job", "Deployment", "Pod"):
-            runnable = without_ports(inline_secrets(runnable, secrets))
+            runnable = for_podman(inline_secrets(runnable, secrets))
         if kind == "ConfigMap":
             result.config_maps.append(manifest)
         elif kind != "Job" and kind not in PLAYABLE:
@@ -154,6 +175,14 @@ class Podman:
         return result.stdout + result.stderr
 
     def down(self) -> None:
+        """Remove the pods played, then their emptyDir volumes and ConfigMap volumes."""
+        volumes = []
         for path in reversed(self.played):
+            for manifest in yaml.safe_load_all(path.read_text()):
+                volumes += empty_dirs(manifest)
             self.run("kube", "play", "--down", str(path), check=False, timeout=120)
+        if self.config_maps:
+            volumes += [m["metadata"]["name"] for m in yaml.safe_load_all(self.config_maps.read_text())]
+        if volumes:
+            self.run("volume", "rm", *volumes, check=False, timeout=120)
         self.played.clear()

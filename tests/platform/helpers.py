@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -169,3 +170,24 @@ async def random_checkpoint(model: str, tmp_path):
         models_tool("weights.py", "install-local", model, str(tmp_path))
         await wait_until(model, available=True)
         yield
+
+
+@contextlib.contextmanager
+def own_triton(http_port: int):
+    """A Triton instance of the test's own (infra/bin/triton) on HTTP ``http_port``, serving
+    var/model-repository; yields its gRPC address and stops it on exit."""
+    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", str(http_port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(120):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.5)  # a poll of a starting server: nothing to inject a clock into
+        else:
+            raise RuntimeError(f"the test's Triton instance on {http_port} did not start")
+        yield f"127.0.0.1:{http_port + 1}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+

@@ -10,16 +10,14 @@ without Triton in models/tests/test_segmentation_batching.py.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from PIL import Image
 from skimage import data
 
-from .helpers import ROOT
+from .helpers import ROOT, own_triton
 
 REQUESTS = 64
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -27,22 +25,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 @pytest.fixture(scope="module")
 def triton():
-    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", "8300"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get("http://127.0.0.1:8300/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            subprocess.run(["sleep", "0.5"])
-        else:
-            pytest.fail("the test's Triton instance did not start")
-        yield "127.0.0.1:8301"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with own_triton(8300) as address:
+        yield address
 
 
 def photo(name: str) -> np.ndarray:

@@ -9,17 +9,15 @@ a test-only instance name.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 
-import httpx
 import pytest
 import redis.asyncio
 import tritonclient.grpc.aio as grpcclient
 
 from photocraft_inference.residency import ModelTooLarge, NoRoom, Residency
 
-from .helpers import ROOT
+from .helpers import own_triton
 
 A, B, C = "tone", "inpaint", "analyze"  # light models; footprints below are made up
 GiB = 2**30
@@ -27,22 +25,8 @@ GiB = 2**30
 
 @pytest.fixture(scope="module")
 def triton():
-    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", "8200"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get("http://127.0.0.1:8200/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            subprocess.run(["sleep", "0.5"])
-        else:
-            pytest.fail("the test's Triton instance did not start")
-        yield "127.0.0.1:8201"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with own_triton(8200) as address:
+        yield address
 
 
 class Instance:
