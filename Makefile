@@ -1,8 +1,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: model-configs chart-lint chart-test
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
-        bench-quality bench-residency bench-fairness bench-notifier asyncapi clean
+        bench-quality bench-residency bench-fairness bench-notifier asyncapi clean \
+        model-configs chart-lint chart-test podman base-image images
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
@@ -142,7 +142,6 @@ BASE_IMAGE := localhost/photocraft-base:bookworm
 # lends both to the build's RUN steps, read-only; neither is stored in an image.
 BUILD_TRUST := $(foreach f,/etc/pip.conf /etc/ssl/certs/ca-certificates.crt,$(if $(wildcard $(f)),--volume $(f):$(f):ro))
 IMAGE_BUILD := $(PODMAN) build --network host --build-arg BASE=$(BASE_IMAGE) $(BUILD_TRUST)
-.PHONY: podman base-image images
 
 podman: ## podman, runc and mmdebstrap (Debian packages)
 	@dpkg -s podman runc mmdebstrap >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \

@@ -14,7 +14,8 @@
     python models/weights.py publish --device cpu|gpu --to s3://BUCKET/PREFIX [--configs DIR]
                                   assemble the repository in a temporary folder and mirror it
                                   to S3 as PREFIX/<name>/config.pbtxt, PREFIX/<name>/1/...
-                                  (objects under PREFIX/ that it does not hold are deleted)
+                                  (objects under PREFIX/ that it does not hold are deleted;
+                                  BUCKET is created when missing)
 
 Run it with .venv-triton's Python (the Makefile does): package-shipped
 weights are checked where that environment installed them.
@@ -296,10 +297,28 @@ def s3_location(url: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def ensure_bucket(client, bucket: str) -> bool:
+    """Create ``bucket`` when it does not exist (the model repository has a bucket of its own,
+    apart from the uploads that are purged daily); True when it was created."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    client.create_bucket(Bucket=bucket)
+    return True
+
+
 def publish(args) -> None:
-    """Assemble the repository for ``args.device`` in a temporary folder and mirror it to S3."""
+    """Assemble the repository for ``args.device`` in a temporary folder and mirror it to S3,
+    creating the bucket when it is missing."""
     bucket, prefix = s3_location(args.to)
     client = s3_client()
+    if ensure_bucket(client, bucket):
+        print(f"created bucket {bucket}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         install_all(args.device, root, Path(args.configs) if args.configs else None)

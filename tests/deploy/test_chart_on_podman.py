@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from skimage import data as samples
 
@@ -68,10 +69,7 @@ def podman(tmp_path_factory) -> Podman:
 
 
 def yaml_app_version() -> str:
-    for line in (CHART / "Chart.yaml").read_text().splitlines():
-        if line.startswith("appVersion:"):
-            return line.split(":", 1)[1].strip().strip('"')
-    raise AssertionError("Chart.yaml has no appVersion")
+    return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,17 @@ def test_publish_refuses_a_bucket_without_a_prefix(settings):
     result = subprocess.run([ROOT / ".venv-triton" / "bin" / "python", ROOT / "models" / "weights.py", "publish",
                              "--to", f"s3://{settings.s3.bucket}"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "non-empty PREFIX" in result.stderr
+
+
+def test_publish_creates_a_missing_bucket(s3, settings):
+    bucket = f"test-models-{uuid.uuid4().hex[:8]}"
+    try:
+        output = _publish(settings, "--device", "cpu", "--to", f"s3://{bucket}/model-repository")
+        assert f"created bucket {bucket}" in output
+        assert "model-repository/u2netp/config.pbtxt" in _keys(s3, bucket, "model-repository/")
+        assert f"created bucket {bucket}" not in _publish(settings, "--to", f"s3://{bucket}/model-repository")
+    finally:
+        for key in _keys(s3, bucket, ""):
+            s3.delete_object(Bucket=bucket, Key=key)
+        s3.delete_bucket(Bucket=bucket)
+
