@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .tiers import DEFAULT_TIERS, Tier, TierPolicy
@@ -97,6 +97,12 @@ class S3Settings(BaseModel):
     presigned_url_expiry_s: int = 6 * 3600
     # PEM bundle of the CAs that signed an https endpoint's certificate; None: the system's CAs.
     ca_bundle: str | None = None
+
+    @field_validator("endpoint_url", "public_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        """An empty variable (PHOTOCRAFT_S3__ENDPOINT_URL=) means AWS S3 itself, as None does."""
+        return value or None
 
     @model_validator(mode="after")
     def _ca_bundle_exists(self) -> S3Settings:

@@ -122,6 +122,11 @@ def test_credentials_come_from_the_existing_secrets_and_tls_cas_are_mounted():
     assert variables["PHOTOCRAFT_KAFKA__REPLICATION_FACTOR"]["value"] == "3"
 
 
+def test_aws_s3_is_named_by_an_empty_endpoint_not_left_to_the_local_default():
+    gateway = containers(find(render(PRODUCTION, {"s3.endpointUrl": ""}), "Deployment", "-gateway")[0])[0]
+    assert env(gateway)["PHOTOCRAFT_S3__ENDPOINT_URL"]["value"] == ""
+
+
 def test_a_ca_is_given_only_where_tls_is_on():
     """The services refuse a CA file for a connection without TLS: the chart must not hand them one."""
     manifests = render(PRODUCTION, {"kafka.securityProtocol": "SASL_PLAINTEXT", "redis.url": "redis://redis:6379/0"})

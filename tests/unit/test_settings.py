@@ -245,3 +245,11 @@ def test_the_s3_client_verifies_https_with_the_ca_bundle(certificate, https_serv
         make_client(S3Settings(endpoint_url=https_server)).head_bucket(Bucket="photocraft")
     with pytest.raises(ValidationError, match="PHOTOCRAFT_S3__CA_BUNDLE: no such file"):
         S3Settings(ca_bundle=str(tmp_path / "nowhere.pem"))
+
+
+def test_an_empty_s3_endpoint_means_aws_s3(environ):
+    environ(PHOTOCRAFT_S3__ENDPOINT_URL="")
+    assert PlatformSettings().s3.endpoint_url is None
+    environ(PHOTOCRAFT_S3__ENDPOINT_URL="https://minio.example.com")
+    assert PlatformSettings().s3.endpoint_url == "https://minio.example.com"
+

@@ -106,10 +106,9 @@ app.kubernetes.io/component: {{ .component }}
 - name: PHOTOCRAFT_REDIS__SSL_CA_CERTS
   value: /etc/photocraft/tls/redis/ca.crt
 {{- end }}
-{{- with $v.s3.endpointUrl }}
+# Empty: AWS S3 itself (set even then: the services' default is the local stack's S3).
 - name: PHOTOCRAFT_S3__ENDPOINT_URL
-  value: {{ . | quote }}
-{{- end }}
+  value: {{ $v.s3.endpointUrl | quote }}
 {{- with $v.s3.publicEndpointUrl }}
 - name: PHOTOCRAFT_S3__PUBLIC_ENDPOINT_URL
   value: {{ . | quote }}
