@@ -10,6 +10,7 @@ without Triton in models/tests/test_segmentation_batching.py.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -46,6 +47,15 @@ async def counts(client: grpcclient.InferenceServerClient) -> tuple[int, int]:
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
 
+async def counts_after(client: grpcclient.InferenceServerClient, inferences: int) -> tuple[int, int]:
+    """The counts once ``inferences`` are recorded: Triton updates its statistics after it has
+    sent a response, so a client can hold all its answers before the counts include them."""
+    deadline = time.monotonic() + 10
+    while (found := await counts(client))[0] < inferences and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # a poll of Triton's statistics, bounded by the deadline
+    return found
+
+
 async def test_concurrent_requests_run_in_batches_and_each_gets_its_own_mask(triton):
     assert (ROOT / "var" / "model-repository" / "u2netp").is_dir(), "u2netp is not installed: run `make weights`"
     client = grpcclient.InferenceServerClient(triton)
@@ -58,7 +68,8 @@ async def test_concurrent_requests_run_in_batches_and_each_gets_its_own_mask(tri
         order = [PHOTOS[i % len(PHOTOS)] for i in range(REQUESTS)]
         masks = await asyncio.gather(*(segment(client, images[name]) for name in order))
 
-        inferences, executions = (after - start for after, start in zip(await counts(client), before, strict=True))
+        after = await counts_after(client, before[0] + REQUESTS)
+        inferences, executions = (end - start for end, start in zip(after, before, strict=True))
         assert inferences == REQUESTS
         assert executions < inferences, "Triton handed every request to execute() alone: no batching"
         for name, mask in zip(order, masks, strict=True):
