@@ -1,7 +1,12 @@
-"""``photocraft-bootstrap``: create the platform's Kafka topics and S3 bucket.
+"""``photocraft-bootstrap``: create the platform's Kafka topics and S3 bucket, and bring existing topics to spec.
 
-Idempotent: what exists already is left as it is. Run once per environment
-before the services start (``make up`` does; so does the Helm install hook).
+Idempotent. Missing topics are made with the configs of photocraft_common.topics
+(retention derived from ``PHOTOCRAFT_JOB_TTL_S``, the lifetime of a job); topics
+that exist, the platform's and every partner's, get those configs too (their
+other topic-level overrides are kept; partitions are left as they are), so that
+upgrading an installation fixes the retention of its topics. Run once per
+environment before the services start (``make up`` does; so does the Helm
+install and upgrade hook).
 """
 
 from __future__ import annotations
@@ -10,36 +15,105 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from botocore.exceptions import ClientError
 
 from .kafka import connection_kwargs
 from .operations import MODELS
 from .settings import KafkaSettings, PlatformSettings
 from .storage import make_client
-from .topics import TopicSpec, platform_topics
+from .topics import TopicSpec, partner_tenant, partner_topics, platform_topics
 
 log = logging.getLogger("photocraft.bootstrap")
 
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source of a topic-level override
+
+
+def _check(code: int, message: str | None, what: str) -> None:
+    if code:
+        raise for_code(code)(f"{what}: {message or ''}")
+
+
+async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication_factor: int) -> list[str]:
+    """Create ``specs``; returns the names created (a topic made meanwhile by someone else is not)."""
+    response = await admin.create_topics([
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor,
+                 topic_configs=s.configs()) for s in specs])
+    created = []
+    for name, code, message in response.topic_errors:
+        if code != TopicAlreadyExistsError.errno:
+            _check(code, message, f"creating {name}")
+            created.append(name)
+    return created
+
+
+async def _conform(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> list[str]:
+    """Set the configs of ``specs`` on their existing topics, keeping the topics' other overrides
+    (AlterConfigs replaces all of a topic's overrides); returns the names altered."""
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
+    overrides = {}
+    for code, message, _, name, entries in (r for response in described for r in response.resources):
+        _check(code, message, f"describing the configs of {name}")
+        overrides[name] = {e[0]: e[1] for e in entries if e[3] == DYNAMIC_TOPIC_CONFIG and e[1] is not None}
+    changes = {}
+    for spec in specs:
+        wanted = overrides[spec.name] | spec.configs()
+        if wanted != overrides[spec.name]:
+            changes[spec.name] = wanted
+            log.info("%s: %s", spec.name, ", ".join(f"{k} {overrides[spec.name].get(k, 'default')} -> {v}"
+                                                    for k, v in spec.configs().items()
+                                                    if overrides[spec.name].get(k) != v))
+    if changes:
+        altered = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs)
+                                             for name, configs in changes.items()])
+        for code, message, _, name in (r for response in altered for r in response.resources):
+            _check(code, message, f"altering the configs of {name}")
+    return list(changes)
+
+
+async def _ensure(admin: AIOKafkaAdminClient, settings: KafkaSettings, specs: list[TopicSpec],
+                  existing: set[str]) -> list[str]:
+    missing = [s for s in specs if s.name not in existing]
+    created = await _create(admin, missing, settings.replication_factor) if missing else []
+    present = [s for s in specs if s.name not in created]
+    if present:
+        await _conform(admin, present)
+    return created
+
+
+def _admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**connection_kwargs(settings), client_id="photocraft-bootstrap")
+
 
 async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
-    """Create the topics of ``specs`` that do not exist; returns their names.
+    """Create the topics of ``specs`` that do not exist and set the configs of ``specs`` on those that do;
+    returns the names of the topics created.
 
-    Connects as ``settings`` say (TLS, SASL); with an authorizer, the principal needs
-    DESCRIBE and CREATE on the cluster or the topics. Raises aiokafka's KafkaError.
+    Connects as ``settings`` say (TLS, SASL); with an authorizer, the principal needs DESCRIBE and CREATE
+    on the cluster or the topics, and DESCRIBE_CONFIGS and ALTER_CONFIGS on the topics that exist.
+    Raises aiokafka's KafkaError (a BrokerResponseError naming the topic when the broker refuses).
     """
-    admin = AIOKafkaAdminClient(**connection_kwargs(settings), client_id="photocraft-bootstrap")
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        return await _ensure(admin, settings, specs, set(await admin.list_topics()))
+    finally:
+        await admin.close()
+
+
+async def ensure_all_topics(settings: PlatformSettings, models: list[str]) -> list[str]:
+    """``ensure_topics`` for the platform's topics and every partner topic that exists (partners' topics
+    are made by ``photocraft-tenants partner``), all with the retention of ``settings.job_ttl_s``."""
+    admin = _admin(settings.kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor,
-                     topic_configs={"retention.ms": str(s.retention_ms),
-                                   "max.message.bytes": str(s.max_message_bytes)})
-            for s in specs if s.name not in existing
-        ]
-        if missing:
-            await admin.create_topics(missing)
-        return [t.name for t in missing]
+        partners = sorted({tenant for name in existing if (tenant := partner_tenant(name))})
+        specs = platform_topics(models, settings.job_ttl_s) + [
+            s for tenant in partners for s in partner_topics(tenant, lifetime_s=settings.job_ttl_s)
+            if s.name in existing]
+        return await _ensure(admin, settings.kafka, specs, existing)
     finally:
         await admin.close()
 
@@ -60,7 +134,7 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = PlatformSettings()
-    created = asyncio.run(ensure_topics(settings.kafka, platform_topics(list(MODELS))))
+    created = asyncio.run(ensure_all_topics(settings, list(MODELS)))
     log.info("topics created: %s", ", ".join(created) or "none (all exist)")
     log.info("bucket %s: %s", settings.s3.bucket,
              "created" if ensure_bucket(settings) else "exists")

@@ -120,13 +120,28 @@ class Unprocessable(Exception):
     """A message that no retry can handle (e.g. from an unknown sender): dead-lettered at once."""
 
 
+MAX_KEY_BYTES = 256  # a longer key (ours are job ids) is not copied to the dead-letter topic
+MAX_HEADER_CHARS = 2000
+
+
 async def dead_letter(broker: KafkaBroker, record, error: BaseException) -> None:
-    """Publish the consumed ``record`` (an aiokafka ConsumerRecord) to the dead-letter topic,
-    with where it came from and why it failed in its headers."""
-    await broker.publish(record.value, DEAD_LETTERS, key=record.key, headers={
-        "error": repr(error)[:2000], "error-type": type(error).__name__, "source-topic": record.topic,
-        "source-partition": str(record.partition), "source-offset": str(record.offset),
-        "message-type": dict(record.headers or ()).get("message-type", b"").decode(errors="replace"),
+    """Publish a reference to the consumed ``record`` (an aiokafka ConsumerRecord) and the error to the
+    dead-letter topic; never its value, which may hold a photo or a prompt.
+
+    The dead letter has an empty value, the record's key (dropped if over ``MAX_KEY_BYTES``), and headers
+    ``error`` (the exception's repr, cut at ``MAX_HEADER_CHARS``), ``error-type``, ``source-topic``,
+    ``source-partition``, ``source-offset``, ``source-timestamp`` (Unix ms), ``source-value-bytes`` and
+    ``message-type`` (the record's own header). The record itself stays in its topic until retention
+    removes it. Raises aiokafka's KafkaError when it cannot be written.
+    """
+    key = record.key if record.key is None or len(record.key) <= MAX_KEY_BYTES else None
+    message_type = dict(record.headers or ()).get("message-type") or b""
+    await broker.publish(b"", DEAD_LETTERS, key=key, headers={
+        "error": repr(error)[:MAX_HEADER_CHARS], "error-type": type(error).__name__,
+        "source-topic": record.topic, "source-partition": str(record.partition),
+        "source-offset": str(record.offset), "source-timestamp": str(record.timestamp),
+        "source-value-bytes": str(len(record.value or b"")),
+        "message-type": message_type.decode(errors="replace")[:MAX_HEADER_CHARS],
     })
     log.error("%s[%d]@%d sent to %s: %r", record.topic, record.partition, record.offset, DEAD_LETTERS, error)
 

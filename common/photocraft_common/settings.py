@@ -22,6 +22,7 @@ from .tiers import DEFAULT_TIERS, Tier, TierPolicy
 LOCAL_S3_ACCESS_KEY_ID = "photocraft-local"  # infra/s3.json
 LOCAL_S3_SECRET_ACCESS_KEY = "photocraft-local-secret"
 LOCAL_DEVICE_TOKEN_SECRET = "photocraft-local-development-only"
+LIFETIME_S = 24 * 3600  # the product's promise: nothing of a job is kept longer (PlatformSettings.job_ttl_s)
 # Errors name the setting but never echo the input: it may hold secrets.
 PRIVATE = ConfigDict(hide_input_in_errors=True)
 
@@ -142,8 +143,10 @@ class PlatformSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     redis: RedisSettings = RedisSettings()
-    # Seconds a job's record and event log are kept in Redis.
-    job_ttl_s: int = 2 * 24 * 3600
+    # The lifetime of everything of a job, in seconds (24 h; lower only for tests): its Redis record,
+    # parameters, prompt, stage state and event log expire after it, and photocraft-bootstrap derives
+    # the Kafka topics' retention from it (photocraft_common.topics).
+    job_ttl_s: int = LIFETIME_S
     # Tiers of service, e.g. PHOTOCRAFT_TIERS='{"pro": {"weight": 8, "concurrency": 40, ...}, ...}'.
     tiers: dict[Tier, TierPolicy] = DEFAULT_TIERS
     max_pixels: int = 50_000_000  # the largest input photo, any operation

@@ -1,18 +1,30 @@
-"""The Kafka topics of the platform, their partition counts and consumer groups.
+"""The Kafka topics of the platform, their partition counts, retention and consumer groups.
 
-Topics are created by ``photocraft-bootstrap`` (never auto-created). Every
-message is keyed by its job id.
+Topics are created by ``photocraft-bootstrap`` (never auto-created), which also
+brings existing topics to these specs. Every message is keyed by its job id.
+
+Retention: no message outlives its topic's ``max_age_ms``: the lifetime of a job
+(``PlatformSettings.job_ttl_s``, 24 h) for topics that carry prompts, parameters
+or events, and at most ``PARTNER_REQUEST_MAX_AGE_S`` (1 h) for partner requests,
+which carry photos. Kafka deletes whole segments, checks every
+``log.retention.check.interval.ms`` and removes the files ``file.delete.delay.ms``
+later, so each topic gets ``segment.ms`` = max age / 12 and ``retention.ms`` = what
+is left once those delays are taken off; timestamps are the broker's
+(``LogAppendTime``), so a producer's clock cannot stretch them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from .settings import LIFETIME_S
 
 JOBS_SUBMITTED = "photocraft.jobs.submitted"  # JobSubmitted: gateway -> scheduler
 TASK_RESULTS = "photocraft.tasks.results"  # TaskResult: gpu-inference -> scheduler
 JOB_EVENTS = "photocraft.jobs.events"  # JobEvent: every service -> notifier, partners
 JOBS_CANCELLED = "photocraft.jobs.cancelled"  # JobCancelled: gateway -> scheduler
-DEAD_LETTERS = "photocraft.deadletter"  # messages no consumer could handle, with the error in headers
+DEAD_LETTERS = "photocraft.deadletter"  # a reference to each message no consumer could handle, and the error
 MODEL_TOPIC_PREFIX = "photocraft.tasks.model."  # TaskDispatched: scheduler -> gpu-inference
 PARTITIONS = 6  # of every platform topic
 MODEL_TOPIC_PARTITIONS = PARTITIONS  # the scheduler places tasks on them itself (fairshare.py)
@@ -22,6 +34,7 @@ MODEL_TOPIC_PARTITIONS = PARTITIONS  # the scheduler places tasks on them itself
 PARTNER_REQUESTS = "photocraft.partner.{tenant}.requests"
 PARTNER_EVENTS = "photocraft.partner.{tenant}.events"
 PARTNER_MESSAGE_BYTES = 16 * 1024 * 1024  # the largest request: a photo of up to 15 MiB
+PARTNER_REQUEST_MAX_AGE_S = 3600  # photos stay in Kafka no longer than intake needs
 
 SCHEDULER_GROUP = "photocraft-scheduler"
 NOTIFIER_GROUP = "photocraft-notifier"
@@ -30,6 +43,15 @@ NOTIFIER_GROUP = "photocraft-notifier"
 def model_topic(model: str) -> str:
     """The topic that carries TaskDispatched messages for one Triton model."""
     return MODEL_TOPIC_PREFIX + model
+
+
+def partner_tenant(topic: str) -> str | None:
+    """The tenant whose partner topic (requests or events) ``topic`` is; None for any other topic."""
+    for template in (PARTNER_REQUESTS, PARTNER_EVENTS):
+        prefix, suffix = template.split("{tenant}")
+        if topic.startswith(prefix) and topic.endswith(suffix) and len(topic) > len(prefix) + len(suffix):
+            return topic[len(prefix):-len(suffix)]
+    return None
 
 
 def inference_group(model: str) -> str:
@@ -59,21 +81,70 @@ CHANNELS = [
 ]
 
 
+# Kafka's defaults: how often a broker looks for segments past retention (log.retention.check.interval.ms,
+# a broker setting: brokers with a longer one keep messages longer), and how long it keeps a deleted
+# segment's files (file.delete.delay.ms, set on every topic).
+RETENTION_CHECK_INTERVAL_MS = 5 * 60 * 1000
+FILE_DELETE_DELAY_MS = 60 * 1000
+MIN_RETENTION_MS = 60 * 1000  # what consumers get at the least to read a message
+SEGMENTS_PER_MAX_AGE = 12
+
+
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic as photocraft-bootstrap makes it.
+
+    ``max_age_ms``: the longest a message stays in Kafka, readable or on disk, given brokers check
+    retention every ``check_interval_ms``. Raises ValueError when it is too short to leave consumers
+    ``MIN_RETENTION_MS`` to read a message.
+    """
+
     name: str
     partitions: int
-    retention_ms: int = 7 * 24 * 3600 * 1000
+    max_age_ms: int
     max_message_bytes: int = 1024 * 1024
+    check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS
+
+    def __post_init__(self) -> None:
+        if self.retention_ms < MIN_RETENTION_MS:
+            delays_ms = MIN_RETENTION_MS + self.check_interval_ms + FILE_DELETE_DELAY_MS
+            shortest_s = math.ceil(delays_ms * SEGMENTS_PER_MAX_AGE / (SEGMENTS_PER_MAX_AGE - 1) / 1000)
+            raise ValueError(f"{self.name}: a maximum age of {self.max_age_ms / 1000:g} s is too short for Kafka "
+                             f"(segments, log.retention.check.interval.ms={self.check_interval_ms}, "
+                             f"file.delete.delay.ms={FILE_DELETE_DELAY_MS}); at least {shortest_s} s")
+
+    @property
+    def segment_ms(self) -> int:
+        """A segment is rolled (and so may be deleted) once its first message is this old."""
+        return self.max_age_ms // SEGMENTS_PER_MAX_AGE
+
+    @property
+    def retention_ms(self) -> int:
+        """Kafka deletes a segment once its newest message is this old."""
+        return self.max_age_ms - self.segment_ms - self.check_interval_ms - FILE_DELETE_DELAY_MS
+
+    def configs(self) -> dict[str, str]:
+        """The topic-level configs of this spec, as Kafka names them."""
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms),
+                "segment.ms": str(self.segment_ms), "file.delete.delay.ms": str(FILE_DELETE_DELAY_MS),
+                "message.timestamp.type": "LogAppendTime", "max.message.bytes": str(self.max_message_bytes)}
 
 
-def partner_topics(tenant: str, partitions: int = 3) -> list[TopicSpec]:
-    """A partner tenant's request and event topics (requests carry photos, so their messages may be large)."""
-    return [TopicSpec(PARTNER_REQUESTS.format(tenant=tenant), partitions, max_message_bytes=PARTNER_MESSAGE_BYTES),
-            TopicSpec(PARTNER_EVENTS.format(tenant=tenant), partitions)]
+def partner_topics(tenant: str, partitions: int = 3, lifetime_s: int = LIFETIME_S,
+                   check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS) -> list[TopicSpec]:
+    """A partner tenant's request and event topics. Requests carry photos, so their messages may be large
+    and stay at most ``PARTNER_REQUEST_MAX_AGE_S`` (or ``lifetime_s`` seconds, if shorter); events stay
+    at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``)."""
+    requests_s = min(PARTNER_REQUEST_MAX_AGE_S, lifetime_s)
+    return [TopicSpec(PARTNER_REQUESTS.format(tenant=tenant), partitions, requests_s * 1000,
+                      PARTNER_MESSAGE_BYTES, check_interval_ms),
+            TopicSpec(PARTNER_EVENTS.format(tenant=tenant), partitions, lifetime_s * 1000,
+                      check_interval_ms=check_interval_ms)]
 
 
-def platform_topics(models: list[str], partitions: int = PARTITIONS) -> list[TopicSpec]:
-    """Every topic the platform needs, given the models it serves."""
+def platform_topics(models: list[str], lifetime_s: int = LIFETIME_S, partitions: int = PARTITIONS,
+                    check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS) -> list[TopicSpec]:
+    """Every topic the platform needs, given the models it serves; all carry prompts, parameters or
+    events of jobs, so each keeps messages at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``)."""
     names = [JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, DEAD_LETTERS, *map(model_topic, models)]
-    return [TopicSpec(name, partitions) for name in names]
+    return [TopicSpec(name, partitions, lifetime_s * 1000, check_interval_ms=check_interval_ms) for name in names]

@@ -56,7 +56,7 @@ def test_a_manifest_that_breaks_the_kubernetes_schema_is_rejected():
     ({"kafka.bootstrapServers": "kafka"}, "/kafka/bootstrapServers"),
     ({"redis.url": "http://redis:6379"}, "/redis/url"),
     ({"gpuInference.keda.minReplicaCount": "0"}, "/gpuInference/keda/minReplicaCount"),
-    ({"storageJanitor.ttlSeconds": "172800"}, "/storageJanitor/ttlSeconds"),
+    ({"lifetimeSeconds": "172800"}, "/lifetimeSeconds"),
     ({"deviceToken.secret": "short"}, "/deviceToken/secret"),
     ({"securityContext.allowPrivilegeEscalation": "true"}, "/securityContext/allowPrivilegeEscalation"),
     ({"gatway.replicas": "3"}, "gatway"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 
@@ -126,11 +127,13 @@ async def test_claims_not_confirmed_are_handed_out_again_and_finishing_twice_cou
 
 
 async def test_retries_wait_for_their_delay(queue):
-    fairshare, client, prefix = queue
+    _, client, prefix = queue
+    ahead_s = 0.0  # how far the test has moved the queue's clock on
+    fairshare = FairShare(client, UNCAPPED, prefix, clock=lambda: time.time() + ahead_s)
     await report_capacity(client, "worker", ["m"], slots=5, ttl_s=60, prefix=prefix)
     await fairshare.enqueue("retry-1", b"task", "m", "pro", "t", 1, delay_s=0.5)
     assert await fairshare.pick("m") is None and await fairshare.release_due() == []
-    await asyncio.sleep(0.6)
+    ahead_s = 0.6
     assert await fairshare.release_due() == ["retry-1"]
     assert (await fairshare.pick("m"))[0] == "retry-1"
 

@@ -58,7 +58,7 @@ def service(command: str, port: int, log: Path, **env: str):
                 if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                     break
             assert time.monotonic() < deadline, f"{command} never answered /healthz:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
+            time.sleep(0.2)  # a poll of a starting server, bounded by the deadline
         yield base
     finally:
         process.send_signal(signal.SIGTERM)

@@ -204,3 +204,71 @@ async def test_a_job_run_while_a_notifier_is_down_is_served_whole_when_it_is_bac
         return [{k: v for k, v in m.items() if k not in ("result_url", "results")} for m in messages]
 
     assert without_urls(on_main) == without_urls(on_replica)
+
+
+async def close_code(url: str, headers: dict[str, str] | None = None) -> int:
+    """The code the notifier closes ``url`` with, before it sends any message."""
+    async with websockets.connect(url, additional_headers=headers) as socket:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(socket.recv(), 10)
+        return socket.close_code
+
+
+async def all_of(url: str, headers: dict[str, str]) -> tuple[list[dict], int]:
+    """Every message (heartbeats left out) until the notifier closes ``url``, and the close code."""
+    async with asyncio.timeout(120), websockets.connect(url, additional_headers=headers) as socket:
+        messages = [json.loads(raw) async for raw in socket]
+    return [m for m in messages if m["type"] != "heartbeat"], socket.close_code
+
+
+async def test_a_job_feed_opens_with_the_job_token_or_an_api_key_or_device_token_of_its_tenant(
+        gateway, anonymous, api_key, astronaut):
+    keyed = await submit(gateway, png_bytes(fresh(astronaut)))
+    client = f"10.{os.urandom(1)[0]}.{os.urandom(1)[0]}.{os.urandom(1)[0]}"  # its own daily quota
+    anonymous_job = await submit(anonymous, png_bytes(fresh(astronaut)), headers={"X-Forwarded-For": client})
+    assert keyed.status_code == anonymous_job.status_code == 202, (keyed.text, anonymous_job.text)
+    device = anonymous_job.headers["x-device-token"]
+    job, device_job = keyed.json(), anonymous_job.json()
+    url, device_url = job["events_url"], device_job["events_url"]
+
+    by_token = await read(f"{url}?token={job['token']}", ended)
+    assert by_token[-1]["type"] == "completed"
+    assert await read(f"{url}?api_key={api_key}", ended) == by_token
+    assert await all_of(url, {"Authorization": f"Bearer {api_key}"}) == (by_token, 1000)
+
+    by_device = await read(f"{device_url}?device_token={device}", ended)
+    assert by_device[-1]["type"] == "completed"
+    assert [m["seq"] for m in by_device] == list(range(1, len(by_device) + 1))
+    assert await all_of(device_url, {"X-Device-Token": device}) == (by_device, 1000)
+
+    other_key = tenant_key(f"other-{new_id()[:8]}", "free")
+    assert await close_code(f"{url}?api_key={other_key}") == 4403
+    assert await close_code(url, {"Authorization": f"Bearer {other_key}"}) == 4403
+    assert await close_code(f"{url}?device_token={device}") == 4403  # a device of another tenant
+    assert await close_code(f"{device_url}?api_key={api_key}") == 4403
+    assert await close_code(f"{device_url}?token={job['token']}") == 4403  # another job's token
+    assert await close_code(url) == 4401
+    assert await close_code(f"ws://127.0.0.1:8081/v1/jobs/{new_id()}/events") == 4401  # missing before unknown
+    assert await close_code(f"ws://127.0.0.1:8081/v1/jobs/{new_id()}/events?api_key={api_key}") == 4404
+
+
+async def test_a_batch_feed_opens_with_the_batch_token_or_an_api_key_of_its_tenant(gateway, api_key, astronaut):
+    response = await gateway.post("/v1/batches", files=[("files", ("p.png", png_bytes(fresh(astronaut[::4, ::4]))))],
+                                  data={"operation": "remove-background"})
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    url = batch["events_url"]
+
+    def batch_ended(messages: list[dict]) -> bool:
+        return messages[-1]["type"] == "batch_progress" and messages[-1]["done"] == 1
+
+    by_token = await read(f"{url}?token={batch['token']}", batch_ended)
+    assert [(m["type"], m["done"], m["total"]) for m in by_token] == [("batch_progress", 1, 1)]
+    assert await read(f"{url}?api_key={api_key}", batch_ended) == by_token
+    assert await all_of(url, {"Authorization": f"Bearer {api_key}"}) == (by_token, 1000)  # the batch ended
+
+    other_key = tenant_key(f"other-{new_id()[:8]}", "free")
+    assert await close_code(f"{url}?api_key={other_key}") == 4403
+    assert await close_code(f"{url}?token=not-the-token") == 4403
+    assert await close_code(url) == 4401
+    assert await close_code(f"ws://127.0.0.1:8081/v1/batches/{new_id()}/events?token={batch['token']}") == 4404

@@ -9,6 +9,7 @@ a test-only instance name.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -29,16 +30,32 @@ def triton():
         yield address
 
 
+class Clock:
+    """Unix time, plus whatever the test moved it on by; the residency's sleeps move it on at once."""
+
+    def __init__(self) -> None:
+        self.ahead_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead_s
+
+    async def sleep(self, seconds: float) -> None:
+        self.ahead_s += seconds
+        await asyncio.sleep(0)
+
+
 class Instance:
-    """A Residency over the test's Triton, counting the loads it makes."""
+    """A Residency over the test's Triton, counting the loads it makes, on a clock of the test's."""
 
     def __init__(self, url: str, name: str, pinned=(), idle_ttl_s=600.0, wait_for_room_s=30.0) -> None:
         self.client = grpcclient.InferenceServerClient(url)
         self.loads: list[str] = []
+        self.clock = Clock()
         self.residency = Residency(
             redis.asyncio.Redis(), name, budget_bytes=int(2.5 * GiB), footprints={A: GiB, B: GiB, C: GiB},
             default_footprint=3 * GiB, pinned=set(pinned), idle_ttl_s=idle_ttl_s, load=self._load,
-            unload=self.client.unload_model, loaded_now=self._ready, wait_for_room_s=wait_for_room_s)
+            unload=self.client.unload_model, loaded_now=self._ready, wait_for_room_s=wait_for_room_s,
+            clock=self.clock, sleep=self.clock.sleep)
 
     async def _load(self, model: str) -> None:
         self.loads.append(model)
@@ -59,7 +76,13 @@ async def fresh(triton):
     client = grpcclient.InferenceServerClient(triton)
     for model in (A, B, C):
         await client.unload_model(model)
-    await asyncio.sleep(1)
+    async with asyncio.timeout(30):  # Triton unloads in the background: poll its index until it is done
+        while True:
+            index = await client.get_model_repository_index(as_json=True)
+            if not any(m["name"] in (A, B, C) and m.get("state") in ("READY", "LOADING", "UNLOADING")
+                       for m in index.get("models", [])):
+                break
+            await asyncio.sleep(0.05)
     await client.close()
     return triton, f"test-{uuid.uuid4().hex[:8]}"
 
@@ -101,7 +124,7 @@ async def test_idle_models_are_unloaded_after_the_ttl(fresh):
     await instance.use(A)
     await instance.residency.sweep()
     assert await instance._ready() == {A}  # not idle long enough yet
-    await asyncio.sleep(1.5)
+    instance.clock.ahead_s += 1.5  # idle for longer than the TTL
     await instance.residency.sweep()
     assert await instance._ready() == set() and await instance.residency.loaded() == {}
 

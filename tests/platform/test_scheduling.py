@@ -5,15 +5,31 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 from skimage import data
 
+from photocraft_common.contracts import TaskDispatched, TaskResult, parse
+from photocraft_common.operations import MODELS
 from photocraft_common.settings import PlatformSettings
-from photocraft_common.topics import DEAD_LETTERS, JOBS_SUBMITTED
+from photocraft_common.topics import DEAD_LETTERS, JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS, model_topic
 
-from .helpers import download, events_until, events_while, fresh, partitions, png_bytes, submit, supervisorctl
+from .helpers import (
+    TERMINAL,
+    download,
+    end_offsets,
+    events_until,
+    events_while,
+    fresh,
+    partitions,
+    png_bytes,
+    submit,
+    supervisorctl,
+)
 
 SMALL = data.astronaut()[::8, ::8]  # 64 x 64: quick jobs
 
@@ -56,8 +72,8 @@ async def test_a_stage_failing_twice_then_succeeding_completes_the_job_once(gate
     supervisorctl("signal", "STOP", *workers)
     try:
         job = (await submit(gateway, photo)).json()
-        key = next(o["Key"] for o in s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix="tests/")["Contents"]
-                   if f"/{job['job_id']}/input/" in o["Key"])
+        inputs = s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix=f"tests/{job['job_id']}/input/")
+        key = next(o["Key"] for o in inputs["Contents"])  # one listing page holds the tenant's first 1000 only
         original = s3.get_object(Bucket=settings.s3.bucket, Key=key)["Body"].read()
         s3.delete_object(Bucket=settings.s3.bucket, Key=key)
     finally:
@@ -94,16 +110,66 @@ async def test_a_poison_message_lands_in_the_dead_letter_topic():
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     found = next((r for r in records if r.key == key), found)
         headers = {name: value.decode() for name, value in found.headers}
-        assert found.value == b"\xff\xfe this is not a protobuf message"
+        assert found.value == b""  # a reference to the message, never its value (photocraft_common.kafka)
+        assert headers["source-value-bytes"] == str(len(b"\xff\xfe this is not a protobuf message"))
         assert headers["source-topic"] == JOBS_SUBMITTED and headers["error-type"] == "DecodeError"
         assert headers["error"]
     finally:
         await consumer.stop()
 
 
-async def test_a_cancelled_job_runs_no_further_stage(gateway):
+async def job_records(settings: PlatformSettings, job_id: str, start: dict[TopicPartition, int],
+                      enough=None, timeout_s: float = 60) -> list[ConsumerRecord]:
+    """The records keyed by ``job_id`` from the offsets ``start`` on: until ``enough(records)`` holds,
+    or, without ``enough``, up to the partitions' ends as they are now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        ends = await consumer.end_offsets(list(start))
+        found: list[ConsumerRecord] = []
+
+        async def more() -> bool:
+            if enough is not None:
+                return not enough(found)
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        async with asyncio.timeout(timeout_s):
+            while await more():
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [r for r in records if r.key == job_id.encode()]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def handled_by_the_scheduler(settings: PlatformSettings, record: ConsumerRecord, timeout_s: float = 60) -> None:
+    """Wait until the scheduler's consumer group has committed past ``record``: it commits once its handler
+    has finished."""
+    tp = TopicPartition(record.topic, record.partition)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (committed := (await admin.list_consumer_group_offsets(SCHEDULER_GROUP, partitions=[tp])).get(tp)) \
+                    is None or committed.offset <= record.offset:
+                await asyncio.sleep(0.1)  # a poll of the scheduler's progress
+    finally:
+        await admin.close()
+
+
+def analysis_result(records: list[ConsumerRecord]) -> ConsumerRecord | None:
+    """The first TaskResult of an ``analyze`` stage among ``records``."""
+    return next((r for r in records if parse(TaskResult, r.value).stage == "analyze"), None)
+
+
+async def test_a_cancelled_job_runs_no_further_stage(gateway, settings):
     noisy = np.clip(fresh(data.astronaut()[:256, :256]) + np.random.default_rng(1).normal(0, 25, (256, 256, 3)),
                     0, 255).astype(np.uint8)
+    results_start = await end_offsets(settings, [TASK_RESULTS])
+    tasks_start = await end_offsets(settings, [model_topic(m) for m in MODELS])
     job = (await submit(gateway, png_bytes(noisy), operation="restore", params='{"upscale": 2}')).json()
     await events_until(job, stop={"started"})  # the analysis is under way
     response = await gateway.delete(f"/v1/jobs/{job['job_id']}")
@@ -111,7 +177,12 @@ async def test_a_cancelled_job_runs_no_further_stage(gateway):
 
     events = await events_until(job, timeout_s=60)
     assert events[-1]["type"] == "cancelled"
-    await asyncio.sleep(8)  # time enough for the analysis to end and the next stage to start, were it not
+    # The analysis ends after the cancellation; once the scheduler has handled its result, it would have
+    # published the next stage's task, were it to run one.
+    results = await job_records(settings, job["job_id"], results_start, enough=analysis_result)
+    await handled_by_the_scheduler(settings, analysis_result(results))
+    tasks = [parse(TaskDispatched, r.value).stage for r in await job_records(settings, job["job_id"], tasks_start)]
+    assert tasks == ["analyze"], "no task but the analysis's may be published"
     after = await events_until(job, timeout_s=30)
     assert [e["seq"] for e in after] == [e["seq"] for e in events], "nothing may happen after cancelling"
     assert [e["stage"] for e in events if e["type"] == "started"] == ["analyze"]
@@ -121,16 +192,34 @@ async def test_a_cancelled_job_runs_no_further_stage(gateway):
 
 
 async def test_killing_the_scheduler_mid_load_loses_and_duplicates_nothing(gateway):
-    jobs = [(await submit(gateway, png_bytes(fresh(SMALL)))).json() for _ in range(24)]
-    followers = [asyncio.create_task(events_until(job, timeout_s=240)) for job in jobs]
-    await asyncio.sleep(0.3)  # some dispatched, most waiting in the scheduler's queue
+    # All at once: a few go to the workers, the rest wait in the scheduler's queue.
+    jobs = [r.json() for r in await asyncio.gather(*(submit(gateway, png_bytes(fresh(SMALL))) for _ in range(24)))]
+    seen: dict[str, list[dict]] = {}  # each job's events so far
+    under_way = asyncio.Event()  # a worker has started a task that the scheduler released
+
+    def follow(job: dict) -> asyncio.Task:
+        def going_on(events: list[dict]) -> bool:
+            seen[job["job_id"]] = events
+            if events[-1]["type"] == "started":
+                under_way.set()
+            return events[-1]["type"] not in TERMINAL
+        return asyncio.create_task(events_while(job, going_on, timeout_s=240))
+
+    followers = [follow(job) for job in jobs]
+    await asyncio.wait_for(under_way.wait(), 120)
+    ended = sum(events[-1]["type"] in TERMINAL for events in seen.values())
+    assert ended < len(jobs), "every job had ended before the kill: it would prove nothing"
     supervisorctl("signal", "KILL", "services:scheduler")  # supervisord starts it again
+    killed_at = datetime.now(UTC)
     results = await asyncio.gather(*followers)
     for events in results:
         types = [e["type"] for e in events]
         assert types.count("completed") == 1 and types[-1] == "completed", types
         assert types.count("stage_completed") == 1 and types.count("queued") == 1
     assert "RUNNING" in supervisorctl("status", "services:scheduler")
+    # Only the scheduler completes jobs: those it completed after the kill were in flight when it died.
+    finished_later = [events for events in results if datetime.fromisoformat(events[-1]["time"]) > killed_at]
+    assert finished_later, "no job was left for the restarted scheduler: the kill interrupted nothing"
 
 
 async def test_batches_of_up_to_fifty(gateway):

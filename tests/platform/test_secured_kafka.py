@@ -120,7 +120,7 @@ def wait_until(what: str, ready: Callable[[], bool], within_s: float, process: s
             if ready():
                 return
         assert time.monotonic() < deadline, f"{what} not ready after {within_s:.0f} s:\n{log.read_text()[-4000:]}"
-        time.sleep(0.5)
+        time.sleep(0.5)  # a poll of something starting, bounded by the deadline
 
 
 def stop(processes: list[subprocess.Popen], within_s: float = 45) -> None:
@@ -194,7 +194,8 @@ def acls(broker):
                       f'username="{ADMIN}" password="{broker.passwords[ADMIN]}";\n'
                       f"ssl.truststore.type=PEM\nssl.truststore.location={broker.ca}\n")
     platform = ["--allow-principal", f"User:{PLATFORM}", "--resource-pattern-type", "prefixed"]
-    grants = [[*platform, *(a for op in ("Read", "Write", "Describe", "Create") for a in ("--operation", op)),
+    grants = [[*platform, *(a for op in ("Read", "Write", "Describe", "Create", "DescribeConfigs", "AlterConfigs")
+                            for a in ("--operation", op)),
                "--topic", "photocraft."],
               [*platform, "--operation", "Read", "--group", "photocraft-"]]
     for tenant in (PARTNER_A, PARTNER_B):

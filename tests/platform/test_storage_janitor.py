@@ -30,14 +30,40 @@ def keys(s3, bucket: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
-def test_janitor_process_purges_expired_objects_and_keeps_fresh_ones(s3, bucket):
+def last_modified(s3, bucket: str, key: str) -> datetime:
+    return s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+
+
+def test_sweep_purges_expired_objects_and_keeps_fresh_ones(s3, bucket):
     s3.put_object(Bucket=bucket, Key="t1/job1/input/original.png", Body=b"old")
     s3.put_object(Bucket=bucket, Key="t1/job1/stages/segment.png", Body=b"old")
-    time.sleep(6)
-    s3.put_object(Bucket=bucket, Key="t2/job2/input/original.png", Body=b"fresh")
+    old = max(last_modified(s3, bucket, key) for key in keys(s3, bucket))
+    # S3 dates objects to the second: write the fresh one until it is dated after the old ones
+    # (a poll of the store's clock, about half a second).
+    deadline = time.monotonic() + 10
+    while True:
+        s3.put_object(Bucket=bucket, Key="t2/job2/input/original.png", Body=b"fresh")
+        fresh = last_modified(s3, bucket, "t2/job2/input/original.png")
+        if fresh > old:
+            break
+        assert time.monotonic() < deadline, f"S3 still dates new objects {fresh}, not after {old}"
+        time.sleep(0.05)
 
-    # The real service, with a 4 s TTL; one sweep at start, the next an hour later.
-    env = {**os.environ, "PHOTOCRAFT_S3__BUCKET": bucket, "PHOTOCRAFT_TTL_S": "4",
+    # The janitor's clock, 4 s after the fresh object was written: the fresh one is exactly 4 s old.
+    report = sweep(s3, bucket, ttl_s=4, now=fresh + timedelta(seconds=4))
+
+    assert (report.scanned, report.deleted) == (3, 2)
+    assert keys(s3, bucket) == {"t2/job2/input/original.png"}
+
+
+def test_janitor_process_purges_expired_objects(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="t1/job1/input/original.png", Body=b"old")
+    s3.put_object(Bucket=bucket, Key="t1/job1/stages/segment.png", Body=b"old")
+
+    # The real service with a TTL of 0 s: whatever it finds is older than that (which objects are
+    # old enough is the sweep's choice, tested above with a clock of the test's). One sweep at
+    # start, the next an hour later.
+    env = {**os.environ, "PHOTOCRAFT_S3__BUCKET": bucket, "PHOTOCRAFT_TTL_S": "0",
            "PHOTOCRAFT_INTERVAL_S": "3600", "PHOTOCRAFT_PORT": "0"}  # its health server on any free port
     janitor = subprocess.Popen([Path(sys.executable).parent / "photocraft-storage-janitor"], env=env,
                                stderr=subprocess.PIPE, text=True)
@@ -46,7 +72,7 @@ def test_janitor_process_purges_expired_objects_and_keeps_fresh_ones(s3, bucket)
             if "swept" in line:
                 break
         assert "2 deleted" in line, line
-        assert keys(s3, bucket) == {"t2/job2/input/original.png"}
+        assert keys(s3, bucket) == set()
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         assert [(r["ID"], r["Expiration"]["Days"]) for r in rules] == [(LIFECYCLE_RULE_ID, 1)]
     finally:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import httpx
+import redis.asyncio
 from skimage import data
 
 from .helpers import download, events_until, fresh, job_events, png_bytes, submit, supervisorctl, wait_until
@@ -20,23 +22,42 @@ def failovers() -> float:
     return total
 
 
+INSTANCES = {"127.0.0.1:8001": "infra:triton", "127.0.0.1:8101": "infra:triton-2"}  # gRPC address: program
+
+
+async def upscaling_instance(model: str = "waifu2x_photo", timeout_s: float = 120) -> str:
+    """The program of the first Triton instance seen with ``model`` loaded and a request for it in flight,
+    from the workers' residency state in Redis (photocraft_inference/residency.py)."""
+    client = redis.asyncio.Redis()
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for address, program in INSTANCES.items():
+                    state = f"photocraft:residency:{address}"
+                    if await client.zscore(f"{state}:loaded", model) is not None and \
+                            await client.zcount(f"{state}:inflight:{model}", time.time(), "+inf"):
+                        return program
+                await asyncio.sleep(0.05)  # a poll of the workers' state
+    finally:
+        await client.aclose()
+
+
 async def test_jobs_move_to_the_other_instance_when_one_dies(gateway):
     before = failovers()
     photos = [fresh(data.astronaut()[:384, :384]) for _ in range(4)]  # x2 in tiles: seconds inside Triton
     jobs = [(await submit(gateway, png_bytes(p), operation="enhance", params='{"scale": 2, "denoise": 0}')).json()
             for p in photos]
     followers = [asyncio.create_task(events_until(job, timeout_s=300)) for job in jobs]
-    # Kill the first instance once an upscale is under way (its tiles are then inside Triton).
-    await events_until(jobs[0], stop={"stage_completed"}, timeout_s=120)
-    await asyncio.sleep(0.5)
-    supervisorctl("signal", "KILL", "infra:triton")
+    # Kill an instance once an upscale is under way in it (its tiles are then inside Triton).
+    killed = await upscaling_instance()
+    supervisorctl("signal", "KILL", killed)
     try:
         results = await asyncio.gather(*followers)
     finally:  # supervisord restarts it; leave the platform as it was
         for _ in range(120):
-            if "RUNNING" in supervisorctl("status", "infra:triton"):
+            if "RUNNING" in supervisorctl("status", killed):
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # a poll of a restarting server
 
     for events in results:
         types = [e["type"] for e in events]

@@ -78,6 +78,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $v.profile | quote }}
 - name: PHOTOCRAFT_LOG_LEVEL
   value: {{ $v.logLevel | quote }}
+- name: PHOTOCRAFT_JOB_TTL_S
+  value: {{ $v.lifetimeSeconds | int64 | toString | quote }}
 - name: HOME
   value: /tmp
 - name: PHOTOCRAFT_KAFKA__BOOTSTRAP_SERVERS

@@ -18,8 +18,8 @@ topic. With ``PHOTOCRAFT_METRICS_PORT`` set, ``/metrics`` (Prometheus), ``/healt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
@@ -27,6 +27,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
 
 from photocraft_common import logs
+from photocraft_common.background import Background, every
 from photocraft_common.capacity import report_capacity
 from photocraft_common.contracts import TaskDispatched, parse
 from photocraft_common.health import CHECK_TIMEOUT_S, HealthServer, checks
@@ -44,18 +45,17 @@ from .worker import Worker
 log = logging.getLogger("photocraft.inference")
 
 
-async def report(pool: TritonPool, directory: ModelDirectory, redis: Redis, settings: InferenceSettings) -> None:
-    """Every few seconds: the models Triton holds, and this worker's task slots per model."""
-    interval_s = settings.availability_interval_s
-    while True:
-        try:
-            present = await pool.repository()
-            await directory.publish_available(present, ttl_s=3 * interval_s)
-            await directory.forget_weights_except(set(present))
-            await report_capacity(redis, settings.worker_id, settings.models, settings.batch_size, 3 * interval_s)
-        except Exception as exc:  # Triton restarting, Redis down: report again next time
-            log.warning("cannot report the models Triton holds: %r", exc)
-        await asyncio.sleep(interval_s)
+def reporter(pool: TritonPool, directory: ModelDirectory, redis: Redis,
+             settings: InferenceSettings) -> Callable[[], Awaitable[None]]:
+    """One report: the models Triton holds, and this worker's task slots per model, valid for 3 intervals."""
+    ttl_s = 3 * settings.availability_interval_s
+
+    async def report() -> None:
+        present = await pool.repository()
+        await directory.publish_available(present, ttl_s=ttl_s)
+        await directory.forget_weights_except(set(present))
+        await report_capacity(redis, settings.worker_id, settings.models, settings.batch_size, ttl_s)
+    return report
 
 
 def triton_check(pool: TritonPool):
@@ -97,7 +97,7 @@ def create_app(settings: InferenceSettings) -> FastStream:
         broker.subscriber(model_topic(model), batch=True, max_records=settings.batch_size, **options)(handle)
 
     app = FastStream(broker)
-    background: list[asyncio.Task] = []
+    background = Background()
     if settings.metrics_port:
         readiness = checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket)
         health = HealthServer({**readiness, "triton": triton_check(pool)}, settings.metrics_host,
@@ -108,15 +108,11 @@ def create_app(settings: InferenceSettings) -> FastStream:
     @app.on_startup
     async def start() -> None:
         await pool.start()
-        background.append(asyncio.create_task(report(pool, directory, redis, settings)))
+        # A failed report (Triton restarting, Redis away) is logged; the next one tries again.
+        background.start(every(settings.availability_interval_s, reporter(pool, directory, redis, settings),
+                               "reporting the models Triton holds", first_wait=False, logger=log), "report")
 
-    @app.on_shutdown
-    async def stop() -> None:
-        for task in background:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+    app.on_shutdown(background.stop)
     app.after_shutdown(pool.close)
     app.after_shutdown(redis.aclose)
     return app

@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from . import metrics
 from .settings import ResidencySettings
@@ -96,14 +96,18 @@ class Residency:
     """Residency of models in one Triton instance.
 
     ``load`` and ``unload`` are the instance's repository calls; ``loaded_now``
-    lists the models Triton reports as READY (for reconciliation).
+    lists the models Triton reports as READY (for reconciliation). ``clock``
+    returns Unix seconds and ``sleep`` waits seconds: every last use, lease
+    expiry, idle cutoff and wait for room goes by them (tests pass a clock
+    they move by hand).
     """
 
     def __init__(self, redis: Redis, instance: str, budget_bytes: int, footprints: dict[str, int],
                  default_footprint: int, pinned: set[str], idle_ttl_s: float,
                  load: Callable[[str], Awaitable[None]], unload: Callable[[str], Awaitable[None]],
                  loaded_now: Callable[[], Awaitable[set[str]]], lease_s: float = 600.0,
-                 wait_for_room_s: float = 300.0) -> None:
+                 wait_for_room_s: float = 300.0, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._redis = redis
         self.instance = instance
         self.budget = budget_bytes
@@ -114,6 +118,7 @@ class Residency:
         self._load, self._unload, self._loaded_now = load, unload, loaded_now
         self._lease_s = lease_s
         self._wait_for_room_s = wait_for_room_s
+        self._clock, self._sleep = clock, sleep
         prefix = f"photocraft:residency:{instance}"
         self._loaded_key, self._inflight_prefix = f"{prefix}:loaded", f"{prefix}:inflight:"
         self._lock = redis.lock(f"{prefix}:lock", timeout=lease_s, blocking_timeout=lease_s)
@@ -126,7 +131,7 @@ class Residency:
         return {m.decode(): t for m, t in await self._redis.zrange(self._loaded_key, 0, -1, withscores=True)}
 
     async def in_flight(self, model: str) -> int:
-        return await self._redis.zcount(self._inflight_prefix + model, time.time(), "+inf")
+        return await self._redis.zcount(self._inflight_prefix + model, self._clock(), "+inf")
 
     async def resident(self, model: str) -> bool:
         return await self._redis.zscore(self._loaded_key, model) is not None
@@ -139,23 +144,24 @@ class Residency:
                                 f"{self.instance} is {self.budget / 2**20:.0f} MiB")
         lease = uuid.uuid4().hex
         inflight = self._inflight_prefix + model
-        await self._redis.zadd(inflight, {lease: time.time() + self._lease_s})
+        await self._redis.zadd(inflight, {lease: self._clock() + self._lease_s})
         metrics.IN_FLIGHT.labels(self.instance, model).inc()
         try:
             if await self.resident(model):
                 metrics.HITS.labels(self.instance, model).inc()
             else:
                 metrics.MISSES.labels(self.instance, model).inc()
+                give_up_at = self._clock() + self._wait_for_room_s
                 async for attempt in AsyncRetrying(retry=retry_if_exception_type(NoRoom), reraise=True,
                                                    wait=wait_exponential_jitter(multiplier=0.2, max=5),
-                                                   stop=stop_after_delay(self._wait_for_room_s)):
+                                                   stop=lambda _: self._clock() >= give_up_at, sleep=self._sleep):
                     with attempt:
                         await self._load_making_room(model)
             yield
         finally:
             await self._redis.zrem(inflight, lease)
             if await self.resident(model):
-                await self._redis.zadd(self._loaded_key, {model: time.time()})
+                await self._redis.zadd(self._loaded_key, {model: self._clock()})
             metrics.IN_FLIGHT.labels(self.instance, model).dec()
 
     async def forget(self, model: str) -> None:
@@ -180,7 +186,7 @@ class Residency:
             await self._load(model)
             metrics.LOADS.labels(self.instance, model).inc()
             metrics.LOAD_SECONDS.labels(self.instance, model).observe(time.monotonic() - started)
-            await self._redis.zadd(self._loaded_key, {model: time.time()})
+            await self._redis.zadd(self._loaded_key, {model: self._clock()})
             metrics.RESIDENT_BYTES.labels(self.instance).set(used + self.footprint(model))
             log.info("%s: loaded %s in %.1f s", self.instance, model, time.monotonic() - started)
 
@@ -203,17 +209,9 @@ class Residency:
             for model in set(loaded) - really:
                 await self._redis.zrem(self._loaded_key, model)
             for model in really - set(loaded):  # loaded outside this state (before a restart)
-                await self._redis.zadd(self._loaded_key, {model: time.time()})
-            cutoff = time.time() - self.idle_ttl_s
+                await self._redis.zadd(self._loaded_key, {model: self._clock()})
+            cutoff = self._clock() - self.idle_ttl_s
             for model, last_use in (await self.loaded()).items():
                 if last_use < cutoff and model not in self.pinned and not await self.in_flight(model):
                     await self._evict(model, "idle")
             metrics.RESIDENT_BYTES.labels(self.instance).set(sum(self.footprint(m) for m in await self.loaded()))
-
-    async def run_sweeper(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.sweep()
-            except Exception:  # the next sweep tries again
-                log.exception("%s: residency sweep failed", self.instance)

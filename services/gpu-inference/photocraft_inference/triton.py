@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 import numpy as np
@@ -27,10 +28,12 @@ from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from photocraft_common.background import Background, every
+
 from . import metrics
 from .residency import Residency
 from .residency import budget as residency_budget
-from .settings import InferenceSettings, TritonInstance
+from .settings import InferenceSettings
 
 log = logging.getLogger("photocraft.inference.triton")
 
@@ -60,13 +63,10 @@ def read_json(tensor: np.ndarray) -> dict:
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
 
 
-def tensors(inputs: dict[str, np.ndarray]) -> list:
-    result = []
-    for name, array in inputs.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        result.append(tensor)
-    return result
+def tensors(inputs: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    """Named arrays as gRPC inputs (set_data_from_numpy returns the input)."""
+    return [grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype)).set_data_from_numpy(array)
+            for name, array in inputs.items()]
 
 
 @dataclass
@@ -88,6 +88,12 @@ async def gpu_budget(metrics_url: str) -> int | None:
     return int(0.9 * min(totals)) if totals else None
 
 
+async def ready_models(client: grpcclient.InferenceServerClient) -> set[str]:
+    """The models ``client``'s instance has loaded (state READY)."""
+    index = await client.get_model_repository_index(as_json=True)
+    return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+
+
 class TritonPool:
     def __init__(self, settings: InferenceSettings, redis: Redis, footprints: dict[str, int],
                  on_load: Callable[[str, dict], Awaitable[None]] | None = None) -> None:
@@ -98,7 +104,7 @@ class TritonPool:
         self._timeout_s = settings.triton.infer_timeout_s
         self.instances: list[Instance] = []
         self._configs: dict[str, dict] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._background = Background()  # health checks, residency sweeps, loads of pinned models
 
     async def start(self) -> None:
         """Connect to every instance, load the pinned models, start health checks and sweeps.
@@ -110,41 +116,33 @@ class TritonPool:
             instance = Instance(spec.grpc, client, Residency(
                 self._redis, spec.grpc, budget, self._footprints, residency.default_footprint_bytes,
                 set(residency.pinned), residency.idle_ttl_s,
-                load=self._loader(client, spec), unload=client.unload_model,
-                loaded_now=self._ready_models(client)))
+                load=partial(self._load, spec.grpc, client), unload=client.unload_model,
+                loaded_now=partial(ready_models, client)))
             self.instances.append(instance)
             log.info("Triton %s: budget %.0f MiB, pinned %s", spec.grpc, budget / 2**20, residency.pinned or "none")
         await asyncio.gather(*(self._check(instance) for instance in self.instances))
         for instance in self.instances:
-            self._tasks.append(asyncio.create_task(self._watch(instance)))
-            self._tasks.append(asyncio.create_task(instance.residency.run_sweeper(residency.sweep_interval_s)))
+            self._background.start(every(self._settings.triton.health_interval_s, partial(self._check, instance),
+                                         f"Triton {instance.url}: health check", logger=log))
+            self._background.start(every(residency.sweep_interval_s, instance.residency.sweep,
+                                         f"Triton {instance.url}: residency sweep", logger=log))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.stop()
         for instance in self.instances:
             await instance.client.close()
 
-    def _loader(self, client: grpcclient.InferenceServerClient, spec: TritonInstance):
-        async def load(model: str) -> None:
-            try:
-                await client.load_model(model)
-            except InferenceServerException as exc:
-                if exc.status() in UNREACHABLE:
-                    raise InstanceDown(f"{spec.grpc}: {exc.message()}") from None
-                raise ModelUnavailable(f"Triton cannot load {model}: {exc.message()}") from None
-            if self._on_load:
-                config = (await client.get_model_config(model, as_json=True))["config"]
-                await self._on_load(model, config)
-        return load
-
-    @staticmethod
-    def _ready_models(client: grpcclient.InferenceServerClient):
-        async def ready() -> set[str]:
-            index = await client.get_model_repository_index(as_json=True)
-            return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
-        return ready
+    async def _load(self, url: str, client: grpcclient.InferenceServerClient, model: str) -> None:
+        """Load ``model`` on the instance at ``url``; raises InstanceDown or ModelUnavailable."""
+        try:
+            await client.load_model(model)
+        except InferenceServerException as exc:
+            if exc.status() in UNREACHABLE:
+                raise InstanceDown(f"{url}: {exc.message()}") from None
+            raise ModelUnavailable(f"Triton cannot load {model}: {exc.message()}") from None
+        if self._on_load:
+            config = (await client.get_model_config(model, as_json=True))["config"]
+            await self._on_load(model, config)
 
     async def _check(self, instance: Instance) -> None:
         try:
@@ -153,22 +151,15 @@ class TritonPool:
             healthy = False
         if healthy != instance.healthy:
             log.warning("Triton %s is %s", instance.url, "ready" if healthy else "down")
-            if healthy and instance.residency.pinned:
-                self._tasks.append(asyncio.create_task(self._load_pinned(instance)))
+            if healthy and instance.residency.pinned:  # a failure is logged by Background
+                self._background.start(self._load_pinned(instance), f"loading the pinned models of {instance.url}")
         instance.healthy = healthy
         metrics.INSTANCE_UP.labels(instance.url).set(int(healthy))
 
-    async def _load_pinned(self, instance: Instance) -> None:
-        try:
-            await instance.residency.sweep()  # a restarted instance has lost its models
-            await instance.residency.load_pinned()
-        except Exception:
-            log.exception("Triton %s: loading the pinned models failed", instance.url)
-
-    async def _watch(self, instance: Instance) -> None:
-        while True:
-            await asyncio.sleep(self._settings.triton.health_interval_s)
-            await self._check(instance)
+    @staticmethod
+    async def _load_pinned(instance: Instance) -> None:
+        await instance.residency.sweep()  # a restarted instance has lost its models
+        await instance.residency.load_pinned()
 
     async def repository(self) -> list[str]:
         """Every model in the repository of a healthy instance, loaded or not."""

@@ -105,7 +105,8 @@ class Worker:
             await progress(0.1, "input decoded")
         kind = parameters["photocraft.kind"]["string_value"]
         produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
-        output = TaskOutput(info_json=json.dumps(produced.info), warnings=produced.info.get("warnings", []))
+        warnings = (list(source.warnings) if source else []) + produced.info.get("warnings", [])
+        output = TaskOutput(info_json=json.dumps(produced.info), warnings=warnings)
         if produced.image is not None:  # an analysis has none: the scheduler passes its input on
             output.objects.extend(await self._store_images(key, result_id, produced, quality))
         await self._store.write_manifest(key, output)

@@ -15,8 +15,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
+from typing import NoReturn
 
 from redis.asyncio import Redis
+
+from photocraft_common.background import every
 
 from .eventlog import CHANNEL, Logged
 
@@ -75,19 +79,16 @@ class Hub:
             for subscription in subscribers:
                 subscription.offer(None)
 
-    async def run(self, ready: asyncio.Event) -> None:
-        """Read the feed until cancelled; after a lost Redis connection, tell everyone to re-read the log."""
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    ready.set()
-                    self._gap()  # events published while not subscribed are only in the log
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._dispatch(Logged.from_feed(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event feed lost; resubscribing")
-                await asyncio.sleep(1)
+    async def run(self, ready: asyncio.Event) -> NoReturn:
+        """Read the feed until cancelled, setting ``ready`` once subscribed; a second after a lost Redis
+        connection, subscribe again and tell everyone to re-read the log."""
+        await every(1, partial(self._listen, ready), "live event feed", first_wait=False, logger=log)
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        async with self._redis.pubsub() as pubsub:
+            await pubsub.subscribe(CHANNEL)
+            ready.set()
+            self._gap()  # events published while not subscribed are only in the log
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    self._dispatch(Logged.from_feed(message["data"]))

@@ -33,6 +33,7 @@ again. Keys, under ``photocraft:sched:``::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from redis.asyncio import Redis
@@ -157,9 +158,12 @@ class Picked(NamedTuple):
 
 
 class FairShare:
+    """The queue under ``prefix`` in ``redis``; ``clock`` (Unix seconds) dates claims, dispatches and retries."""
+
     def __init__(self, redis: Redis, tiers: dict[Tier, TierPolicy], prefix: str = SCHEDULER_PREFIX,
-                 partitions: int = MODEL_TOPIC_PARTITIONS) -> None:
+                 partitions: int = MODEL_TOPIC_PARTITIONS, clock: Callable[[], float] = time.time) -> None:
         self._redis = redis
+        self._clock = clock
         self.prefix = prefix
         self._partitions = partitions
         # Rotation order: the heaviest tiers first in each round.
@@ -171,9 +175,8 @@ class FairShare:
         self._pick = redis.register_script(_PICK)
         self._finish = redis.register_script(_FINISH)
 
-    @staticmethod
-    def _now_ms() -> int:
-        return int(time.time() * 1000)
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     async def enqueue(self, task_id: str, payload: bytes, model: str, tier: str, tenant: str, cost: int,
                       delay_s: float = 0.0) -> None:

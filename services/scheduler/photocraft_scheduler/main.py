@@ -14,15 +14,16 @@ S3) answer on ``host:port`` (default 127.0.0.1:9410).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 
 from photocraft_common import logs
+from photocraft_common.background import Background, every
 from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
 from photocraft_common.health import HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
@@ -43,16 +44,17 @@ from .settings import SchedulerSettings
 log = logging.getLogger("photocraft.scheduler")
 
 
-async def keep_ticking(scheduler: Scheduler, settings: SchedulerSettings) -> None:
+def ticker(scheduler: Scheduler, settings: SchedulerSettings) -> Callable[[], Awaitable[None]]:
+    """One round of the scheduler's tick, with the overdue check every ``overdue_check_s`` seconds."""
     last_overdue_check = 0.0
-    while True:
-        await asyncio.sleep(settings.tick_s)
+
+    async def tick() -> None:
+        nonlocal last_overdue_check
         check_overdue = time.monotonic() - last_overdue_check > settings.overdue_check_s
-        try:
-            await scheduler.tick(check_overdue)
-            last_overdue_check = time.monotonic() if check_overdue else last_overdue_check
-        except Exception:  # Redis or Kafka away for a moment: the next tick tries again
-            log.exception("scheduler tick failed")
+        await scheduler.tick(check_overdue)
+        if check_overdue:
+            last_overdue_check = time.monotonic()
+    return tick
 
 
 def create_app(settings: SchedulerSettings) -> FastStream:
@@ -91,7 +93,7 @@ def create_app(settings: SchedulerSettings) -> FastStream:
                                     lambda: partners.on_request(tenant, parse(PartnerRequest, body)))
 
     app = FastStream(broker)
-    ticking: list[asyncio.Task] = []
+    background = Background()
     health = HealthServer(checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket),
                           settings.host, settings.port)
     app.on_startup(health.start)
@@ -99,15 +101,11 @@ def create_app(settings: SchedulerSettings) -> FastStream:
 
     @app.after_startup
     async def start_ticking() -> None:
-        ticking.append(asyncio.create_task(keep_ticking(scheduler, settings)))
+        # A failed tick (Redis or Kafka away for a moment) is logged; the next one tries again.
+        background.start(every(settings.tick_s, ticker(scheduler, settings), "scheduler tick", logger=log),
+                         "scheduler tick")
 
-    @app.on_shutdown
-    async def stop_ticking() -> None:
-        for task in ticking:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+    app.on_shutdown(background.stop)
     app.after_shutdown(redis.aclose)
     return app
 

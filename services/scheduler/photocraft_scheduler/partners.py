@@ -14,15 +14,14 @@ so a partner may resend after a timeout.
 from __future__ import annotations
 
 import logging
-import secrets
 import uuid
 
 from redis.asyncio import Redis
 
-from photocraft_common import intake
 from photocraft_common.accounts import Accounts
 from photocraft_common.contracts import Failed, PartnerRequest, new_id
 from photocraft_common.events import EventPublisher
+from photocraft_common.intake import Intake, Upload
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import Unprocessable
 from photocraft_common.models import ModelDirectory
@@ -42,14 +41,13 @@ class PartnerIntake:
     def __init__(self, redis: Redis, store: ObjectStore, jobs: JobStore, events: EventPublisher,
                  broker, settings: PlatformSettings) -> None:
         self._redis = redis
-        self._store = store
         self._jobs = jobs
         self._events = events
-        self._broker = broker
         self._settings = settings
         self._accounts = Accounts(redis, settings.device_token_secret.get_secret_value())
-        self._quotas = Quotas(redis)
-        self._models = ModelDirectory(redis)
+        # A refused request takes nothing: any failure after the quota was taken gives it back.
+        self._intake = Intake(jobs=jobs, events=events, broker=broker, quotas=Quotas(redis), store=store,
+                              models=ModelDirectory(redis), settings=settings, give_back_on=Exception)
 
     async def on_request(self, topic_tenant: str, request: PartnerRequest) -> None:
         """Take in ``request``, read from the topic of ``topic_tenant``; raises UnknownPartner."""
@@ -79,19 +77,6 @@ class PartnerIntake:
     async def _take(self, job_id: str, partner, request: PartnerRequest) -> None:
         if await self._jobs.get(job_id) is not None:
             raise Problem(409, "duplicate-request-id", "Request id in use", f"job {job_id} exists already")
-        policy = self._settings.tiers[partner.tier]
-        admitted = await intake.admit(policy, partner.tier, request.operation, request.params_json or None,
-                                      self._models)
-        intake.check_input(admitted, bool(request.image), "image")
-        info = (intake.check_photo(admitted, request.image, "image", self._settings.max_pixels)
-                if request.image else None)
-        grant = await intake.take_quota(self._quotas, partner, policy, 1)
-        try:
-            ref = (await intake.store_photo(self._store, partner.tenant_id, job_id, request.image, info)
-                   if info else None)
-            await intake.queue_job(self._jobs, self._events, self._broker, job_id=job_id,
-                                   tenant_id=partner.tenant_id, tier=partner.tier, admitted=admitted, ref=ref,
-                                   lane=intake.lane(admitted, info), token=secrets.token_urlsafe(32))
-        except Exception:
-            await self._quotas.give_back(grant)
-            raise
+        image = Upload.of("image", request.image) if request.image else None
+        await self._intake.submit(partner, request.operation, request.params_json or None, image, field="image",
+                                  job_id=job_id)

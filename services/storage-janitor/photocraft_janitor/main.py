@@ -10,11 +10,12 @@ Run one replica, or several: deleting an object twice is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from photocraft_common import logs
+from photocraft_common.background import Background, every
 from photocraft_common.health import HealthServer, checks
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
@@ -31,8 +32,23 @@ class JanitorSettings(PlatformSettings):
     port: int = 9420
 
 
+def sweeper(s3, bucket: str, settings: JanitorSettings) -> Callable[[], Awaitable[None]]:
+    """One sweep of ``bucket``; the lifecycle rule is put before the first sweep that reaches S3."""
+    rule_put = False
+
+    async def sweep_once() -> None:
+        nonlocal rule_put
+        if not rule_put:
+            await asyncio.to_thread(ensure_lifecycle_rule, s3, bucket, int(settings.ttl_s))
+            rule_put = True
+        report = await asyncio.to_thread(sweep, s3, bucket, settings.ttl_s)
+        log.info("swept %s: %d objects, %d deleted", bucket, report.scanned, report.deleted)
+    return sweep_once
+
+
 async def serve(settings: JanitorSettings) -> None:
-    """Sweep until SIGTERM or SIGINT; the lifecycle rule is put before the first sweep that reaches S3."""
+    """Sweep now and every ``interval_s`` seconds (a failed sweep is logged; the next tries again) until
+    SIGTERM or SIGINT."""
     s3, bucket = make_client(settings.s3), settings.s3.bucket
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,20 +57,13 @@ async def serve(settings: JanitorSettings) -> None:
     await health.start()
     log.info("purging objects older than %.0f s from %s every %.0f s",
              settings.ttl_s, bucket, settings.interval_s)
-    rule_put = False
+    background = Background()
+    background.start(every(settings.interval_s, sweeper(s3, bucket, settings), f"sweep of {bucket}",
+                           first_wait=False, logger=log), "sweep")
     try:
-        while not stop.is_set():
-            try:
-                if not rule_put:
-                    await asyncio.to_thread(ensure_lifecycle_rule, s3, bucket, int(settings.ttl_s))
-                    rule_put = True
-                report = await asyncio.to_thread(sweep, s3, bucket, settings.ttl_s)
-                log.info("swept %s: %d objects, %d deleted", bucket, report.scanned, report.deleted)
-            except Exception:
-                log.exception("sweep of %s failed; retrying in %.0f s", bucket, settings.interval_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.interval_s)
+        await stop.wait()
     finally:
+        await background.stop()
         await health.stop()
 
 
