@@ -61,6 +61,19 @@ def replica():
         log.close()
 
 
+async def connections(address: str) -> int:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"http://{address}/metrics", timeout=5)).json()["connections"]
+
+
+async def subscribed(counts: dict[str, int], timeout_s: float = 30) -> None:
+    """Until each notifier (address -> its subscriptions before) holds one more live subscription."""
+    async with asyncio.timeout(timeout_s):
+        for address, before in counts.items():
+            while await connections(address) <= before:
+                await asyncio.sleep(0.05)  # a poll of the notifier's count, bounded by the timeout
+
+
 async def read(url: str, until, timeout_s: float = 120) -> list[dict]:
     """Messages from ``url`` (heartbeats left out) until ``until(messages)`` or the server closes."""
     messages: list[dict] = []
@@ -99,8 +112,9 @@ async def test_two_replicas_both_deliver_every_event_of_a_tenant(replica, gatewa
     tenant = f"replicas-{new_id()[:8]}"
     key = tenant_key(tenant, "pro")
     feeds = [f"ws://127.0.0.1:8081/v1/events?api_key={key}", f"ws://{replica}/v1/events?api_key={key}"]
+    before = {address: await connections(address) for address in ("127.0.0.1:8081", replica)}
     listening = [asyncio.create_task(read(feed, ended)) for feed in feeds]
-    await asyncio.sleep(1)  # both subscribed to the live feed, before the job exists
+    await subscribed(before)  # both subscribed to the live feed, before the job exists
     response = await submit(gateway, png_bytes(fresh(astronaut)), headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
@@ -135,14 +149,17 @@ async def test_a_slow_client_does_not_delay_another(replica, settings):
     tenant = f"slow-{new_id()[:8]}"
     path = f"/v1/events?api_key={tenant_key(tenant, 'free')}"
     count, padding = 400, "x" * 32_000  # 13 MB in all: more than the sockets between them buffer
+    before = {replica: await connections(replica)}
     slow = stalled_client(replica, path)
+    await subscribed(before)
     job_id = new_id()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
+        before = {replica: await connections(replica)}
         fast = asyncio.create_task(read(f"ws://{replica}{path}",
                                         lambda m: len([x for x in m if x["job_id"] == job_id]) == count))
-        await asyncio.sleep(1)
+        await subscribed(before)
         for n in range(1, count + 1):
             event = JobEvent(event_id=new_id(), job_id=job_id, tenant_id=tenant, time=now(),
                              progress=Progress(stage="test", percent=n * 100 / count, message=padding))

@@ -30,7 +30,7 @@ async def run(args: argparse.Namespace) -> None:
         if args.command == "create":
             print(await accounts.create_key(args.tenant, Tier(args.tier)))
         elif args.command == "partner":
-            await ensure_topics(settings.kafka, partner_topics(args.tenant))
+            await ensure_topics(settings.kafka, partner_topics(args.tenant, lifetime_s=settings.job_ttl_s))
             await accounts.register_partner(args.tenant, Tier(args.tier))
             print(PARTNER_REQUESTS.format(tenant=args.tenant), PARTNER_EVENTS.format(tenant=args.tenant))
         elif not await accounts.revoke_key(args.key):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +34,7 @@ from photocraft_common.topics import (
     PARTNER_REQUESTS,
     SCHEDULER_GROUP,
     TASK_RESULTS,
+    partner_tenant,
 )
 
 from .partners import PartnerIntake
@@ -83,12 +83,10 @@ def create_app(settings: SchedulerSettings) -> FastStream:
         await handle_or_dead_letter(broker, message.raw_message,
                                     lambda: scheduler.on_result(parse(TaskResult, body)))
 
-    partner_topic = re.compile(re.escape(PARTNER_REQUESTS).replace(r"\{tenant\}", "(.+)"))
-
     @broker.subscriber(pattern=PARTNER_REQUESTS,
                        **{**options, "group_id": f"{SCHEDULER_GROUP}-partners"})
     async def on_partner_request(body: bytes, message: KafkaMessage) -> None:
-        tenant = partner_topic.fullmatch(message.raw_message.topic).group(1)
+        tenant = partner_tenant(message.raw_message.topic)
         await handle_or_dead_letter(broker, message.raw_message,
                                     lambda: partners.on_request(tenant, parse(PartnerRequest, body)))
 
