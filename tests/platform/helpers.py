@@ -172,22 +172,31 @@ async def random_checkpoint(model: str, tmp_path):
         yield
 
 
+def start_triton(http_port: int) -> subprocess.Popen:
+    """Start infra/bin/triton on HTTP ``http_port`` (gRPC on the next port) in a session of its own, serving
+    var/model-repository, and return its process once the server is ready; RuntimeError if it is not
+    ready within 60 s or exits before."""
+    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", str(http_port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(120):
+        if process.poll() is not None:
+            raise RuntimeError(f"the test's Triton instance on {http_port} exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                return process
+        time.sleep(0.5)  # a poll of a starting server: nothing to inject a clock into
+    process.terminate()
+    process.wait(timeout=30)
+    raise RuntimeError(f"the test's Triton instance on {http_port} did not start")
+
+
 @contextlib.contextmanager
 def own_triton(http_port: int):
     """A Triton instance of the test's own (infra/bin/triton) on HTTP ``http_port``, serving
     var/model-repository; yields its gRPC address and stops it on exit."""
-    process = subprocess.Popen([ROOT / "infra" / "bin" / "triton", str(http_port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = start_triton(http_port)
     try:
-        for _ in range(120):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.5)  # a poll of a starting server: nothing to inject a clock into
-        else:
-            raise RuntimeError(f"the test's Triton instance on {http_port} did not start")
         yield f"127.0.0.1:{http_port + 1}"
     finally:
         process.terminate()
         process.wait(timeout=30)
-
