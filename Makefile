@@ -1,7 +1,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
-        bench-quality bench-residency bench-fairness bench-notifier asyncapi clean \
+        bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
         model-configs chart-lint chart-test podman base-image images
 
 PY := .venv/bin/python
@@ -98,6 +98,12 @@ bench-fairness: up ## Fair share against FIFO under a 5x free-tier flood -> benc
 
 bench-notifier: up ## WebSocket fan-out to 1,000 and 10,000 clients of one notifier -> bench/results/notifier.md
 	$(PY) bench/notifier.py
+
+bench-hostile: up ## /healthz and the next job while 49 MP PNG batches arrive -> bench/results/hostile_uploads.md
+	$(PY) bench/hostile_uploads.py
+
+bench-janitor: up ## A pass over 1,000,000 expiry index entries against a LIST sweep -> bench/results/janitor.md
+	$(PY) bench/janitor.py
 
 asyncapi: proto ## Regenerate docs/asyncapi.yaml (the Kafka topics) from the code
 	$(PY) -m photocraft_common.asyncapi

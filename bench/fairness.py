@@ -79,7 +79,7 @@ class Run:
 
     def __init__(self, client: httpx.AsyncClient, store: Redis) -> None:
         self.client, self.store = client, store
-        self.accounts = Accounts(store, GatewaySettings().device_token_secret.get_secret_value())
+        self.accounts = Accounts(store)  # API keys only: no keyring needed
         self.keys: dict[str, tuple[Tier, str]] = {}
         self.jobs: dict[str, tuple[str, Tier, str]] = {}  # job id -> (tenant, tier, lane)
         self.counter = itertools.count()

@@ -85,8 +85,10 @@ def rss_bytes(pid: int) -> int:
 
 
 def start_notifier() -> subprocess.Popen:
+    # Every client follows one job with one token from 127.0.0.1: the connection limits must hold them all.
     env = {**os.environ, "PHOTOCRAFT_PORT": str(PORT), "PHOTOCRAFT_HEARTBEAT_S": "300",
-           "PHOTOCRAFT_LOG_LEVEL": "WARNING"}
+           "PHOTOCRAFT_LOG_LEVEL": "WARNING", "PHOTOCRAFT_CONNECTIONS_PER_IP": "100000",
+           "PHOTOCRAFT_CONNECTIONS_PER_CREDENTIAL": "100000"}
     log = open(ROOT / "var" / "log" / "notifier-bench.log", "ab")  # noqa: SIM115 (the child keeps it)
     process = subprocess.Popen([Path(sys.executable).parent / "photocraft-notifier"], env=env, stdout=log,
                                stderr=subprocess.STDOUT)

@@ -27,7 +27,8 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
-from photocraft_common.settings import S3Settings
+from photocraft_common.keyring import Keyring
+from photocraft_common.settings import LOCAL_KEYRING, PlatformSettings
 from photocraft_common.storage import make_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,10 +109,32 @@ def check_http(url: str):
 
 
 def check_s3() -> None:
-    make_client(S3Settings()).list_buckets()
+    """A bucket listing answered with the local profile's keys (var/s3/security/s3.json, made when
+    infra/bin/s3 first starts: settings are read anew each try)."""
+    s3 = PlatformSettings().s3
+    s3.required_keys()  # S3KeysMissing until infra/bin/s3 has made them
+    make_client(s3).list_buckets()
+
+
+def ensure_keyring(path: Path = LOCAL_KEYRING) -> None:
+    """Make this installation's keyring (device tokens, S3 prefixes) at its first start: one random key,
+    in a file only its owner reads (0600, in a 0700 folder). An existing one is kept, and checked."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            Keyring.read(path, str(path))
+        except ValueError as exc:
+            raise SystemExit(f"{exc}: fix it, or delete it to make a new one") from None
+        return
+    with os.fdopen(fd, "w") as out:
+        out.write(Keyring.generate().to_json())
+    print(f"made this installation's keyring: {path.relative_to(ROOT)}")
 
 
 def up() -> None:
+    ensure_keyring()
     if supervisord_pid() is None:
         busy = [f"{port} ({name})" for name, ports in PORTS.items() for port in ports if port_in_use(port)]
         if busy:

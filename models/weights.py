@@ -40,9 +40,10 @@ cannot load the GPU u2netp, and ``KIND_GPU`` needs a GPU.
 publish reads the platform's S3 settings from the environment, as the
 services do: PHOTOCRAFT_S3__ENDPOINT_URL (default http://127.0.0.1:8333;
 empty: AWS S3), PHOTOCRAFT_S3__REGION (us-east-1),
-PHOTOCRAFT_S3__ACCESS_KEY_ID, PHOTOCRAFT_S3__SECRET_ACCESS_KEY (default: the
-local stack's keys) and PHOTOCRAFT_S3__CA_BUNDLE (a PEM file for an https
-endpoint). Symlinks are uploaded as the files they point to. Errors: exit
+PHOTOCRAFT_S3__ACCESS_KEY_ID, PHOTOCRAFT_S3__SECRET_ACCESS_KEY (both unset: the
+local stack's, identity "photocraft" of var/s3/security/s3.json, which `make up`
+makes with random keys; no key is in the source) and PHOTOCRAFT_S3__CA_BUNDLE
+(a PEM file for an https endpoint). Symlinks are uploaded as the files they point to. Errors: exit
 status 1 with the reason (unverified weights are reported and skipped, as by
 install; S3 failures are botocore's).
 """
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -68,6 +70,7 @@ ROOT = MODELS.parent
 SOURCES = MODELS / "repository"
 WEIGHTS = ROOT / "var" / "weights"
 REPOSITORY = ROOT / "var" / "model-repository"
+LOCAL_S3_CONFIG = ROOT / "var" / "s3" / "security" / "s3.json"  # as photocraft_common.settings reads it
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 DEVICES = ("cpu", "gpu")
 CPU_INSTANCES = "instance_group [ { kind: KIND_CPU, count: 1 } ]"
@@ -273,17 +276,38 @@ def configs(args) -> None:
     print(f"wrote {len(registry())} {args.device} configs to {out}")
 
 
+def s3_keys(path: Path = LOCAL_S3_CONFIG) -> tuple[str, str]:
+    """(access key id, secret access key): PHOTOCRAFT_S3__ACCESS_KEY_ID and PHOTOCRAFT_S3__SECRET_ACCESS_KEY,
+    or with both unset identity "photocraft" of the local stack's SeaweedFS config ``path``; exits
+    (status 1) saying which is missing, never printing a key."""
+    given = [os.environ.get(f"PHOTOCRAFT_S3__{name}") or None for name in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")]
+    if all(given):
+        return given[0], given[1]
+    if any(given):
+        raise SystemExit("set both PHOTOCRAFT_S3__ACCESS_KEY_ID and PHOTOCRAFT_S3__SECRET_ACCESS_KEY, or neither")
+    try:
+        identities = json.loads(path.read_bytes())["identities"]
+        credentials = next(i for i in identities if i["name"] == "photocraft")["credentials"][0]
+        return credentials["accessKey"], credentials["secretKey"]
+    except OSError as exc:
+        raise SystemExit(f"no S3 keys: set PHOTOCRAFT_S3__ACCESS_KEY_ID and PHOTOCRAFT_S3__SECRET_ACCESS_KEY, "
+                         f"or start the local stack (make up) to make {path} ({exc.strerror})") from None
+    except (ValueError, LookupError, TypeError, StopIteration):
+        raise SystemExit(f"{path} holds no S3 keys of identity 'photocraft': delete it with the platform down "
+                         "and `make up` makes new ones") from None
+
+
 def s3_client():
     """A boto3 S3 client from the platform's PHOTOCRAFT_S3__* environment (see the module docstring)."""
     import boto3
     from botocore.config import Config
 
     env = os.environ.get
+    key_id, secret = s3_keys()
     return boto3.client(
         "s3", endpoint_url=env("PHOTOCRAFT_S3__ENDPOINT_URL", "http://127.0.0.1:8333") or None,
         region_name=env("PHOTOCRAFT_S3__REGION", "us-east-1"),
-        aws_access_key_id=env("PHOTOCRAFT_S3__ACCESS_KEY_ID", "photocraft-local"),
-        aws_secret_access_key=env("PHOTOCRAFT_S3__SECRET_ACCESS_KEY", "photocraft-local-secret"),
+        aws_access_key_id=key_id, aws_secret_access_key=secret,
         verify=env("PHOTOCRAFT_S3__CA_BUNDLE") or None,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                       retries={"max_attempts": 5, "mode": "standard"}))

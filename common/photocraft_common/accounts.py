@@ -10,9 +10,12 @@ Partners sending jobs over Kafka are registered tenants
 they are (see topics.PARTNER_REQUESTS).
 
 Without a key a client is an anonymous device (tier ``anonymous``). Its
-device token, sent as ``X-Device-Token``, is a random device id signed with
-the gateway's secret (itsdangerous); a request without a valid one is given a
-fresh token in the response's ``X-Device-Token`` header.
+device token, sent as ``X-Device-Token``, is ``<kid>.<signed>``: a random device
+id signed (itsdangerous, timed, salted) with the key ``kid`` of the
+installation's keyring (keyring.py). New tokens are signed with the current key;
+a token is valid for a year while the keyring still holds its key. A request
+without a valid one is given a fresh token in the response's ``X-Device-Token``
+header.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadData, URLSafeTimedSerializer
 from redis.asyncio import Redis
 
+from photocraft_common.keyring import Keyring, KeyringMissing
 from photocraft_common.tiers import Tier
 
 DEVICE_TOKEN_MAX_AGE_S = 365 * 24 * 3600
+DEVICE_SALT = "photocraft-device"
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,14 @@ def partner_record(tenant_id: str) -> str:
 
 
 class Accounts:
-    def __init__(self, redis: Redis, device_secret: str) -> None:
+    """API keys and partners in Redis; device tokens with ``keyring`` (without one, the device methods
+    raise KeyringMissing: tools that only manage keys need none)."""
+
+    def __init__(self, redis: Redis, keyring: Keyring | None = None) -> None:
         self._redis = redis
-        self._devices = URLSafeTimedSerializer(device_secret, salt="photocraft-device")
+        self._keyring = keyring
+        self._signers = {kid: URLSafeTimedSerializer(secret.get_secret_value(), salt=DEVICE_SALT)
+                         for kid, secret in keyring.keys.items()} if keyring else {}
 
     async def create_key(self, tenant_id: str, tier: Tier) -> str:
         """A new API key for ``tenant_id``; returned once, stored hashed."""
@@ -74,13 +84,27 @@ class Accounts:
         return Identity(tenant_id, Tier(tier.decode())) if tier else None
 
     def by_device_token(self, token: str) -> Identity | None:
+        """The device whose token ``token`` is, or None: malformed, forged, older than a year, or signed
+        with a key the keyring no longer holds."""
+        kid, _, signed = token.partition(".")
+        signer = self._device_signers().get(kid)
+        if signer is None:
+            return None
         try:
-            device_id = self._devices.loads(token, max_age=DEVICE_TOKEN_MAX_AGE_S)
-        except BadSignature:
+            device_id = signer.loads(signed, max_age=DEVICE_TOKEN_MAX_AGE_S)
+        except BadData:  # forged, expired, malformed
+            return None
+        if not isinstance(device_id, str) or not device_id:
             return None
         return Identity(f"device-{device_id}", Tier.ANONYMOUS, device_id=device_id)
 
     def new_device(self) -> Identity:
-        device_id = secrets.token_hex(12)
-        return Identity(f"device-{device_id}", Tier.ANONYMOUS, device_id=device_id,
-                        issued_token=self._devices.dumps(device_id))
+        """A new anonymous device, with its token signed by the keyring's current key."""
+        device_id, kid = secrets.token_hex(12), self._keyring.current if self._keyring else ""
+        token = f"{kid}.{self._device_signers()[kid].dumps(device_id)}"
+        return Identity(f"device-{device_id}", Tier.ANONYMOUS, device_id=device_id, issued_token=token)
+
+    def _device_signers(self) -> dict[str, URLSafeTimedSerializer]:
+        if self._keyring is None:
+            raise KeyringMissing("device tokens need the installation's keyring")
+        return self._signers

@@ -4,10 +4,12 @@
 in this order, raising ``Problem`` before anything is stored: the operation and its parameters (422),
 the tier allows the operation (403), the platform serves its models (503), an image where one is due
 (422; a batch: an operation on photos, and no more photos than the tier allows, 422), each photo as it
-is read (its reader's own problems, e.g. the gateway's 413; then 415, 422), the daily quota (429, with
-Retry-After). Then each photo goes to S3, the job record to Redis, ``received`` and JobSubmitted to
-Kafka. A later failure propagates, giving the quota back first when it is a ``give_back_on`` error
-and no job of the submission was queued yet.
+is read (its reader's own problems, e.g. the gateway's 413), then all from their headers (415, 422; 413
+over the batch's pixel budget) and decoded off the event loop (guards.Prober; 415), the daily quota (429, with
+Retry-After). Then each photo goes to S3, the job record to Redis (with its edit of the quota, which
+whoever ends the job may give back: photocraft_common.quotas), ``received`` and JobSubmitted to Kafka
+(photocraft_common.handover, which ends here the jobs Kafka did not take). A failure before every job of
+the submission is recorded propagates, giving the quota back first when it is a ``give_back_on`` error.
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ from faststream.kafka import KafkaBroker
 
 from .accounts import Identity
 from .batches import BatchStore
-from .contracts import JobSubmitted, ObjectRef, Received, new_id, now
+from .contracts import ObjectRef, new_id
 from .events import EventPublisher
-from .images import ImageInfo, InvalidImage, probe
-from .jobs import JobStatus, JobStore
-from .kafka import publish
+from .guards import Prober, check_form
+from .handover import Handover, NewJob
+from .images import ImageInfo
+from .jobs import JobStore
 from .models import ModelDirectory
 from .operations import MEGAPIXEL, Operation, UnknownOperation, ValidationError, get_operation, parse_params
 from .problems import Problem
-from .quotas import Grant, Quotas
+from .quotas import Charge, Grant, Quotas
 from .settings import PlatformSettings
 from .storage import ObjectStore, input_key
 from .tiers import Lane, Tier, TierPolicy, lane_of
-from .topics import JOBS_SUBMITTED
 
 MAX_BATCH = 50  # photos in one batch; a tier may allow fewer
 
@@ -91,23 +93,28 @@ class Intake:
 
     ``batches`` is needed by ``submit_batch`` only. ``ip_daily_quota``: edits per IP address per 24 h
     for anonymous devices (None: no such limit). ``give_back_on``: the errors after the quota was taken
-    that give it back (the gateway: KafkaError; the scheduler's partner requests: Exception).
+    that give it back (the gateway's and the scheduler's partner requests: Exception). ``prober`` checks the
+    photos (default: a guards.Prober of ``settings.max_pixels`` and the default budget and pool).
     """
 
     def __init__(self, *, jobs: JobStore, events: EventPublisher, broker: KafkaBroker, quotas: Quotas,
                  store: ObjectStore, models: ModelDirectory, settings: PlatformSettings,
                  batches: BatchStore | None = None, ip_daily_quota: int | None = None,
-                 give_back_on: type[Exception] | tuple[type[Exception], ...] = KafkaError) -> None:
+                 give_back_on: type[Exception] | tuple[type[Exception], ...] = KafkaError,
+                 prober: Prober | None = None) -> None:
         self._jobs, self._events, self._broker, self._batches = jobs, events, broker, batches
         self._quotas, self._store, self._models, self._settings = quotas, store, models, settings
         self._ip_daily_quota, self._give_back_on = ip_daily_quota, give_back_on
+        self._prober = prober or Prober(settings.max_pixels)
+        self._handover = Handover(jobs, events, broker, quotas, batches)
 
     async def submit(self, caller: Identity, operation: str, params: str | None, photo: Upload | None, *,
                      field: str, job_id: str = "", client_ip: str = "unknown") -> Queued:
         """Take in one job of ``caller``: ``operation`` with ``params`` (a JSON object or None) on ``photo``.
 
         ``field`` names where the photo goes (a form field, a message field); ``job_id`` defaults to a new id.
-        Raises Problem, or the storage's and Kafka's errors (KafkaError: the job is recorded as failed).
+        Raises Problem, or the storage's and Kafka's errors (KafkaError: the job is recorded as failed, its
+        edit given back).
         """
         admitted = await self.admit(caller, operation, params)
         name = admitted.operation.name
@@ -118,12 +125,15 @@ class Intake:
         data = info = None
         if photo is not None:
             data = await photo.read()
-            info = self._check_photo(admitted, data, photo.name)
+            [info] = await self._check_photos(admitted, [(photo.name, data)])
         grant = await self._take_quota(caller, admitted.policy, 1, client_ip)
         job_id = job_id or new_id()
-        async with self._giving_back(grant, queued=[]):
+        async with self._giving_back(grant):
             ref = await self._store_photo(caller.tenant_id, job_id, data, info) if data is not None else None
-            return await self._queue(caller, admitted, job_id, ref, lane(admitted, info))
+            job = self._new_job(caller, admitted, job_id, ref, lane(admitted, info), grant.charges()[0])
+            token = await self._handover.record(job)
+        await self._handover.one(job)
+        return Queued(job_id, token, Lane(job.lane))
 
     async def submit_batch(self, caller: Identity, operation: str, params: str | None, photos: Sequence[Upload], *,
                            client_ip: str = "unknown") -> QueuedBatch:
@@ -136,24 +146,25 @@ class Intake:
         if len(photos) > limit:
             raise Problem(422, "batch-too-large", "Too many photos",
                           f"{len(photos)} photos; a batch of the {caller.tier} tier holds at most {limit}")
-        checked = []
-        for photo in photos:
-            data = await photo.read()
-            checked.append((data, self._check_photo(admitted, data, photo.name)))
+        read = [(photo.name, await photo.read()) for photo in photos]
+        checked = list(zip([data for _, data in read], await self._check_photos(admitted, read), strict=True))
         grant = await self._take_quota(caller, admitted.policy, len(checked), client_ip)
         batch_id, token = new_id(), secrets.token_urlsafe(32)
-        job_ids = [new_id() for _ in checked]
-        await self._batches.create(batch_id, caller.tenant_id, operation, job_ids, token)
+        jobs: list[NewJob] = []
         queued: list[Queued] = []
-        async with self._giving_back(grant, queued):
-            for job_id, (data, info) in zip(job_ids, checked, strict=True):
-                ref = await self._store_photo(caller.tenant_id, job_id, data, info)
-                queued.append(await self._queue(caller, admitted, job_id, ref, Lane.HEAVY, batch_id))
+        async with self._giving_back(grant):  # every job recorded before the batch, the batch before publishing
+            for (data, info), charge in zip(checked, grant.charges(), strict=True):
+                ref = await self._store_photo(caller.tenant_id, job_id := new_id(), data, info)
+                jobs.append(self._new_job(caller, admitted, job_id, ref, Lane.HEAVY, charge, batch_id))
+                queued.append(Queued(job_id, await self._handover.record(jobs[-1]), Lane.HEAVY))
+            await self._batches.create(batch_id, caller.tenant_id, operation, [j.job_id for j in jobs], token)
+        await self._handover.batch(batch_id, jobs)
         return QueuedBatch(batch_id, token, queued)
 
     async def admit(self, caller: Identity, operation: str, params: str | None) -> Admitted:
         """Check ``operation`` and its ``params`` (a JSON object) for ``caller``'s tier; raises Problem."""
         policy = self._settings.tiers[caller.tier]
+        check_form(operation, params)
         try:
             parsed = parse_params(operation, params)
         except UnknownOperation as exc:
@@ -178,17 +189,9 @@ class Intake:
                           "(see docs/models.md to install it)")
         return Admitted(op, parsed, policy)
 
-    def _check_photo(self, admitted: Admitted, data: bytes, name: str) -> ImageInfo:
-        try:
-            info = probe(data, self._settings.max_pixels)
-        except InvalidImage as exc:
-            raise Problem(415, "unsupported-image", "Not a supported image", f"{name}: {exc}") from None
+    async def _check_photos(self, admitted: Admitted, photos: list[tuple[str, bytes]]) -> list[ImageInfo]:
         limit = admitted.operation.max_input_megapixels(admitted.params)
-        if info.width * info.height > limit * MEGAPIXEL:
-            raise Problem(422, "image-too-large", "Image too large for these parameters",
-                          f"{name}: {info.width}x{info.height} is over {limit} MP, the limit of "
-                          f"{admitted.operation.name} with these parameters")
-        return info
+        return await self._prober.check(photos, admitted.operation.name, limit)
 
     async def _take_quota(self, caller: Identity, policy: TierPolicy, edits: int, client_ip: str) -> Grant:
         """Count ``edits`` against a tenant's daily quota, or an anonymous device's and its IP address's."""
@@ -206,39 +209,26 @@ class Intake:
         return grant
 
     @asynccontextmanager
-    async def _giving_back(self, grant: Grant, queued: list[Queued]) -> AsyncIterator[None]:
+    async def _giving_back(self, grant: Grant) -> AsyncIterator[None]:
+        """Give ``grant`` back on a ``give_back_on`` error while the submission's jobs are being recorded."""
         try:
             yield
         except self._give_back_on:
-            if not queued:
-                await self._quotas.give_back(grant)
+            await self._quotas.give_back(grant)
             raise
 
     async def _store_photo(self, tenant: str, job_id: str, data: bytes, info: ImageInfo) -> ObjectRef:
         """Put the input photo in S3 under the tenant/job prefix; its content id is its sha256."""
-        ref = await self._store.put(input_key(tenant, job_id, info.extension), data, info.mime_type,
-                                    info.width, info.height)
+        key = input_key(self._settings.required_keyring(), tenant, job_id, info.extension)  # opaque prefix
+        ref = await self._store.put(key, data, info.mime_type, info.width, info.height)
         ref.content_id, ref.role = hashlib.sha256(data).hexdigest(), "image"
         return ref
 
-    async def _queue(self, caller: Identity, admitted: Admitted, job_id: str, ref: ObjectRef | None, lane: Lane,
-                     batch_id: str = "") -> Queued:
-        """Record the job, emit ``received`` and publish JobSubmitted; on KafkaError the job is recorded
-        as failed and the error raised."""
-        token, tenant_id = secrets.token_urlsafe(32), caller.tenant_id
-        operation, params_json = admitted.operation.name, admitted.params.model_dump_json()
-        await self._jobs.create(job_id, tenant_id, operation, params_json, ref, token, caller.tier.value,
-                                lane.value, batch_id)
-        try:
-            await self._events.emit(job_id, tenant_id, once="received", received=Received(operation=operation,
-                                                                                            input=ref))
-            await publish(self._broker, JOBS_SUBMITTED, JobSubmitted(
-                job_id=job_id, tenant_id=tenant_id, operation=operation, params_json=params_json, input=ref,
-                submitted_at=now(), tier=caller.tier.value, lane=lane.value, batch_id=batch_id))
-        except KafkaError as exc:
-            await self._jobs.set_status(job_id, JobStatus.FAILED, error_code="not-published", error_message=str(exc))
-            raise
-        return Queued(job_id, token, lane)
+    @staticmethod
+    def _new_job(caller: Identity, admitted: Admitted, job_id: str, ref: ObjectRef | None, lane: Lane,
+                 charge: Charge, batch_id: str = "") -> NewJob:
+        return NewJob(job_id, caller.tenant_id, caller.tier.value, admitted.operation.name,
+                      admitted.params.model_dump_json(), ref, lane.value, charge, batch_id)
 
 
 def lane(admitted: Admitted, info: ImageInfo | None, in_batch: bool = False) -> Lane:

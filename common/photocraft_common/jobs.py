@@ -3,6 +3,14 @@
 The gateway creates a record; the scheduler moves it through its statuses.
 A record is a Redis hash ``photocraft:job:<job_id>`` that expires after the
 job TTL. Once a job is completed, failed or cancelled its status never changes.
+Created with it: the job's entry in the expiry index (and its batch's), due at
+``expires_at`` (created_at + TTL), when the storage-janitor deletes the record
+and the keys next to it (``job_keys``); and a tombstone that outlives it by
+``TOMBSTONE_S`` (tenant and token hash only), so that a reader whose credential
+would have opened the job learns that it was purged (410) and nobody else does.
+The record keeps the job's edit of its caller's daily quota (``quota_keys``,
+``quota_edit``: photocraft_common.quotas.Charge) and, once the edit was given
+back, why (``edit_returned``).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from .contracts import ObjectRef
+from .expiry import ExpiryIndex, batch_entry, job_entry
+from .quotas import Charge
 
 
 class JobStatus(StrEnum):
@@ -40,8 +50,45 @@ return 1
 """
 
 
+# The keys services keep next to a job record (and next to a batch's, whose events are logged under its
+# id): the scheduler's stage states and outputs, the notifier's event log, its event ids and counter.
+JOB_KEY_SUFFIXES = ("", ":stages", ":outputs", ":events", ":event-ids", ":event-seq")
+TOMBSTONE_S = 7 * 86400  # how long a tombstone outlives its record
+
+
 def job_key(job_id: str) -> str:
     return f"photocraft:job:{job_id}"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every Redis key of a job (or of a batch's event log), the record first."""
+    return [job_key(job_id) + suffix for suffix in JOB_KEY_SUFFIXES]
+
+
+def tombstone_key(kind: str, record_id: str) -> str:
+    """``kind``: "job" or "batch"."""
+    return f"photocraft:tombstone:{kind}:{record_id}"
+
+
+class Tombstone(BaseModel):
+    """What is left of a purged job or batch: whose it was; no photo, prompt or parameters."""
+
+    tenant_id: str
+    token_sha256: str
+
+    def token_matches(self, token: str) -> bool:
+        return hmac.compare_digest(self.token_sha256, hash_token(token))
+
+
+def bury(pipe, kind: str, record_id: str, tenant_id: str, token: str, ttl_s: int) -> None:
+    """Queue on ``pipe`` the tombstone of a record created now that lives ``ttl_s``."""
+    pipe.hset(tombstone_key(kind, record_id), mapping={"tenant_id": tenant_id, "token_sha256": hash_token(token)})
+    pipe.expire(tombstone_key(kind, record_id), ttl_s + TOMBSTONE_S)
+
+
+def unearth(raw: dict[bytes, bytes]) -> Tombstone | None:
+    """The tombstone in a HGETALL answer; None when empty."""
+    return Tombstone(**{k.decode(): v.decode() for k, v in raw.items()}) if raw else None
 
 
 def hash_token(token: str) -> str:
@@ -73,9 +120,18 @@ class JobRecord(BaseModel):
     error_stage: str = ""
     created_at: float  # Unix time, seconds
     updated_at: float
+    expires_at: float = 0.0  # Unix time, seconds: when everything of the job is purged (0: not recorded)
     token_sha256: str = ""
+    quota_keys: str = ""  # the quota counters charged, space-separated
+    quota_edit: str = ""  # the edit's member on each of them
+    edit_returned: str = ""  # why the edit went back to the quota ("failed", ...); "" while it counts
 
     model_config = {"arbitrary_types_allowed": True}
+
+    @property
+    def charge(self) -> Charge:
+        """The job's edit of its caller's daily quota; empty when none was charged."""
+        return Charge(tuple(self.quota_keys.split()), self.quota_edit)
 
     def token_matches(self, token: str) -> bool:
         return hmac.compare_digest(self.token_sha256, hash_token(token))
@@ -86,25 +142,42 @@ class JobStore:
         self._redis = redis
         self._ttl_s = ttl_s
         self._transition = redis.register_script(_TRANSITION)
+        self._expiry = ExpiryIndex(redis, ttl_s)
+
+    async def lookup(self, job_id: str) -> JobRecord | Tombstone | None:
+        """The job's record; once purged its Tombstone; None for a job that never existed (or whose
+        tombstone expired too). The same Redis calls whichever it is."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            raw, tomb = await pipe.hgetall(job_key(job_id)).hgetall(tombstone_key("job", job_id)).execute()
+        return self._record(raw) if raw else unearth(tomb)
 
     async def create(self, job_id: str, tenant_id: str, operation: str, params_json: str,
-                     input_ref: ObjectRef | None, token: str, tier: str, lane: str, batch_id: str = "") -> None:
-        stamp = time.time()
+                     input_ref: ObjectRef | None, token: str, tier: str, lane: str, batch_id: str = "",
+                     charge: Charge | None = None) -> None:
+        """Record a new job, queued; ``charge`` is its edit of the caller's daily quota (None: none)."""
+        stamp, charge = time.time(), charge or Charge()
+        expires_at = stamp + self._ttl_s
         fields = {
             "job_id": job_id, "tenant_id": tenant_id, "operation": operation,
             "status": JobStatus.QUEUED.value, "params_json": params_json,
             "input": ref_to_json(input_ref) if input_ref else "", "tier": tier, "lane": lane,
             "batch_id": batch_id, "created_at": stamp, "updated_at": stamp, "token_sha256": hash_token(token),
+            "quota_keys": " ".join(charge.keys), "quota_edit": charge.member, "expires_at": expires_at,
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.expire(job_key(job_id), self._ttl_s)
+            bury(pipe, "job", job_id, tenant_id, token, self._ttl_s)
+            self._expiry.schedule(pipe, [job_entry(job_id)] + ([batch_entry(batch_id)] if batch_id else []),
+                                  expires_at)
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self._redis.hgetall(job_key(job_id))
-        if not raw:
-            return None
+        return self._record(raw) if raw else None
+
+    @staticmethod
+    def _record(raw: dict[bytes, bytes]) -> JobRecord:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         results = fields.pop("results", "")
         input_json = fields.pop("input", "")

@@ -147,22 +147,41 @@ async def dead_letter(broker: KafkaBroker, record, error: BaseException) -> None
 
 
 async def handle_or_dead_letter(broker: KafkaBroker, record, work: Callable[[], Awaitable[None]],
-                                retry_for_s: float = 120.0) -> None:
+                                retry_for_s: float = 120.0,
+                                on_dead_letter: Callable[[BaseException], Awaitable[None]] | None = None) -> None:
     """Run ``work`` for one consumed message, retrying with exponential backoff and jitter.
 
     A poison message (one that does not decode, or raises Unprocessable) goes to
     the dead-letter topic at once; one whose handling still fails after ``retry_for_s`` goes there too, so
-    that it never blocks its partition. Either way the offset moves on.
+    that it never blocks its partition. Either way the offset moves on. Once a message is dead-lettered,
+    ``on_dead_letter(error)`` (if given) ends whatever waited on it (e.g. the scheduler fails the job of a
+    JobSubmitted), retried as ``work`` is; if it still fails, that is logged and the offset moves on too.
+    Raises KafkaError only when the dead letter cannot be written.
     """
     try:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_not_exception_type((DecodeError, Unprocessable)),
-            wait=wait_exponential_jitter(multiplier=0.5, max=15),
-            stop=stop_after_delay(retry_for_s),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                await work()
+        await _retrying(work, (DecodeError, Unprocessable), retry_for_s)
     except Exception as exc:
         await dead_letter(broker, record, exc)
+        error = exc
+    else:
+        return
+    if on_dead_letter is not None:
+        try:
+            await _retrying(lambda: on_dead_letter(error), (), retry_for_s)
+        except Exception:
+            log.exception("%s[%d]@%d: what waited on the dead-lettered message was not ended", record.topic,
+                          record.partition, record.offset)
+
+
+async def _retrying(work: Callable[[], Awaitable[None]], final: tuple[type[Exception], ...],
+                    retry_for_s: float) -> None:
+    """``work()`` again after each error but a ``final`` one, for ``retry_for_s`` at most; raises the last error."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_not_exception_type(final),
+        wait=wait_exponential_jitter(multiplier=0.5, max=15),
+        stop=stop_after_delay(retry_for_s),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt:
+            await work()

@@ -3,28 +3,69 @@
 Variables start with ``PHOTOCRAFT_`` and nest with ``__``, for example
 ``PHOTOCRAFT_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or
 ``PHOTOCRAFT_S3__ENDPOINT_URL=https://s3.eu-west-1.amazonaws.com``.
-The defaults point at the local stack that ``make up`` starts on 127.0.0.1;
-its S3 credentials and device-token secret are for that stack only: with
-``PHOTOCRAFT_PROFILE=production`` the settings refuse them (``ValidationError``
-naming the variable), so every service refuses to start with them.
+The defaults point at the local stack that ``make up`` starts on 127.0.0.1.
+Its secrets have no default in the source: the S3 keys and the installation's
+keyring (keyring.py) are made at the stack's first start, and the local profile
+falls back to those files (``LOCAL_S3_CONFIG``, ``LOCAL_KEYRING``). With
+``PHOTOCRAFT_PROFILE=production`` the settings need ``PHOTOCRAFT_S3__ACCESS_KEY_ID``,
+``PHOTOCRAFT_S3__SECRET_ACCESS_KEY`` and ``PHOTOCRAFT_KEYRING`` or
+``PHOTOCRAFT_KEYRING_FILE`` (``ValidationError`` naming each missing variable),
+so every service refuses to start without them.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .keyring import Keyring, KeyringMissing
 from .tiers import DEFAULT_TIERS, Tier, TierPolicy
 
-LOCAL_S3_ACCESS_KEY_ID = "photocraft-local"  # infra/s3.json
-LOCAL_S3_SECRET_ACCESS_KEY = "photocraft-local-secret"
-LOCAL_DEVICE_TOKEN_SECRET = "photocraft-local-development-only"
+VAR = Path(__file__).resolve().parents[2] / "var"  # the local stack's, in this checkout
+# The local stack's S3 identities (SeaweedFS's -s3.config file), with random keys made at its first start by
+# infra/bin/s3-secrets (make up); the local profile uses those of LOCAL_S3_IDENTITY.
+LOCAL_S3_CONFIG = VAR / "s3" / "security" / "s3.json"
+LOCAL_S3_IDENTITY = "photocraft"
+# The local stack's keyring: made at its first start by infra/stack.py (make up).
+LOCAL_KEYRING = VAR / "secrets" / "keyring.json"
+# PlatformSettings.trusted_proxies when unset: tests on the local stack vary their client address with
+# X-Forwarded-For from 127.0.0.1; production believes no proxy until told which (docs/deploy.md).
+TRUSTED_PROXIES = {"local": ("127.0.0.1/32",), "production": ()}
 LIFETIME_S = 24 * 3600  # the product's promise: nothing of a job is kept longer (PlatformSettings.job_ttl_s)
 # Errors name the setting but never echo the input: it may hold secrets.
 PRIVATE = ConfigDict(hide_input_in_errors=True)
+
+
+class S3KeysMissing(RuntimeError):
+    """No S3 keys are configured where a client needs them."""
+
+
+def local_s3_keys(path: Path) -> tuple[SecretStr, SecretStr]:
+    """The access key id and secret access key of identity LOCAL_S3_IDENTITY in ``path``, a SeaweedFS
+    -s3.config file (``{"identities": [{"name": ..., "credentials": [{"accessKey": ..., "secretKey": ...}]}]}``).
+
+    Raises ValueError naming the file, never a key, when it cannot be read or holds no such keys.
+    """
+    try:
+        config = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read the local S3 keys, {path}: {exc.strerror}") from None
+    except ValueError:
+        config = None
+    identities = config.get("identities") if isinstance(config, dict) else None
+    found = [i for i in identities or [] if isinstance(i, dict) and i.get("name") == LOCAL_S3_IDENTITY]
+    credentials = found[0].get("credentials") if found else None
+    first = credentials[0] if isinstance(credentials, list) and credentials else {}
+    keys = (first.get("accessKey"), first.get("secretKey")) if isinstance(first, dict) else (None, None)
+    if not all(isinstance(key, str) and key for key in keys):
+        raise ValueError(f"{path} holds no S3 keys of identity {LOCAL_S3_IDENTITY!r}: delete it with the platform "
+                         "down and `make up` makes new ones")
+    return SecretStr(keys[0]), SecretStr(keys[1])
 
 
 def _check_files(settings: BaseModel, prefix: str, fields: tuple[str, ...]) -> None:
@@ -86,14 +127,17 @@ class KafkaSettings(BaseModel):
 
 
 class S3Settings(BaseModel):
+    """How the services reach S3. Keys unset (None): PlatformSettings takes the local stack's in the
+    local profile (LOCAL_S3_CONFIG) and refuses to start in production."""
+
     model_config = PRIVATE
     # None means AWS S3 itself; any S3-compatible server works (SeaweedFS, MinIO).
     endpoint_url: str | None = "http://127.0.0.1:8333"
     # Host that clients reach for presigned URLs, when it differs from endpoint_url.
     public_endpoint_url: str | None = None
     region: str = "us-east-1"
-    access_key_id: SecretStr = SecretStr(LOCAL_S3_ACCESS_KEY_ID)
-    secret_access_key: SecretStr = SecretStr(LOCAL_S3_SECRET_ACCESS_KEY)
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
     bucket: str = "photocraft"
     presigned_url_expiry_s: int = 6 * 3600
     # PEM bundle of the CAs that signed an https endpoint's certificate; None: the system's CAs.
@@ -104,6 +148,26 @@ class S3Settings(BaseModel):
     def _empty_is_none(cls, value: str | None) -> str | None:
         """An empty variable (PHOTOCRAFT_S3__ENDPOINT_URL=) means AWS S3 itself, as None does."""
         return value or None
+
+    @field_validator("access_key_id", "secret_access_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        """An empty variable (PHOTOCRAFT_S3__ACCESS_KEY_ID=) leaves the key unset."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return value if text else None
+
+    @property
+    def missing_keys(self) -> list[str]:
+        """The variables of the keys that are unset."""
+        return [f"PHOTOCRAFT_S3__{field.upper()}" for field in ("access_key_id", "secret_access_key")
+                if getattr(self, field) is None]
+
+    def required_keys(self) -> tuple[str, str]:
+        """(access key id, secret access key); raises S3KeysMissing, saying where they come from, when unset."""
+        if self.access_key_id is None or self.secret_access_key is None:
+            raise S3KeysMissing(f"no S3 keys: `make up` makes the local stack's ({LOCAL_S3_CONFIG}); elsewhere set "
+                                f"{' and '.join(self.missing_keys)}")
+        return self.access_key_id.get_secret_value(), self.secret_access_key.get_secret_value()
 
     @model_validator(mode="after")
     def _ca_bundle_exists(self) -> S3Settings:
@@ -133,7 +197,7 @@ class PlatformSettings(BaseSettings):
     """Connection settings shared by all services; each service extends it.
 
     Raises pydantic's ValidationError, naming the variable, for inconsistent
-    settings, and outside the local profile for the local stack's secrets.
+    settings, and outside the local profile for missing S3 keys or keyring.
     """
 
     model_config = SettingsConfigDict(env_prefix="PHOTOCRAFT_", env_nested_delimiter="__", hide_input_in_errors=True)
@@ -150,22 +214,69 @@ class PlatformSettings(BaseSettings):
     # Tiers of service, e.g. PHOTOCRAFT_TIERS='{"pro": {"weight": 8, "concurrency": 40, ...}, ...}'.
     tiers: dict[Tier, TierPolicy] = DEFAULT_TIERS
     max_pixels: int = 50_000_000  # the largest input photo, any operation
-    # Signs anonymous device tokens (the gateway issues them, the notifier checks them);
-    # set a long random secret in production.
-    device_token_secret: SecretStr = SecretStr(LOCAL_DEVICE_TOKEN_SECRET)
+    # The installation's keyring (keyring.py: signs device tokens, keys the tenants' S3 prefixes), as
+    # JSON in PHOTOCRAFT_KEYRING or in the file PHOTOCRAFT_KEYRING_FILE (not both). Unset, the local
+    # profile reads LOCAL_KEYRING if it exists; production refuses to start.
+    keyring: Keyring | None = None
+    keyring_file: Path | None = None
     log_level: str = "INFO"
+    # Proxies whose X-Forwarded-For the gateway and the notifier believe: addresses or CIDR networks,
+    # comma-separated (PHOTOCRAFT_TRUSTED_PROXIES=10.42.0.0/16,192.0.2.7; set but empty: none). A client is
+    # the rightmost address of the chain that is not a trusted proxy (uvicorn's ProxyHeadersMiddleware).
+    # Unset: the profile's (TRUSTED_PROXIES), 127.0.0.1/32 for local, none for production.
+    trusted_proxies: Annotated[list[str] | None, NoDecode] = None
 
     @model_validator(mode="after")
-    def _no_local_secrets_outside_local(self) -> PlatformSettings:
+    def _installation_secrets(self) -> PlatformSettings:
+        if self.keyring is not None and self.keyring_file is not None:
+            raise ValueError("set PHOTOCRAFT_KEYRING or PHOTOCRAFT_KEYRING_FILE, not both")
+        if self.keyring_file is not None:
+            self.keyring = Keyring.read(self.keyring_file, "PHOTOCRAFT_KEYRING_FILE")
+        elif self.keyring is None and self.profile == "local" and LOCAL_KEYRING.is_file():
+            self.keyring = Keyring.read(LOCAL_KEYRING, str(LOCAL_KEYRING))
+        missing = self.s3.missing_keys
         if self.profile == "local":
+            if len(missing) == 2 and LOCAL_S3_CONFIG.is_file():
+                key_id, secret = local_s3_keys(LOCAL_S3_CONFIG)
+                self.s3 = self.s3.model_copy(update={"access_key_id": key_id, "secret_access_key": secret})
+            elif len(missing) == 1:
+                raise ValueError(f"{missing[0]} is unset while the other S3 key is set: set both, or neither for "
+                                 f"the local stack's ({LOCAL_S3_CONFIG})")
             return self
-        local = {
-            "PHOTOCRAFT_DEVICE_TOKEN_SECRET": (self.device_token_secret, LOCAL_DEVICE_TOKEN_SECRET),
-            "PHOTOCRAFT_S3__ACCESS_KEY_ID": (self.s3.access_key_id, LOCAL_S3_ACCESS_KEY_ID),
-            "PHOTOCRAFT_S3__SECRET_ACCESS_KEY": (self.s3.secret_access_key, LOCAL_S3_SECRET_ACCESS_KEY),
-        }
-        defaults = [env for env, (value, default) in local.items() if value.get_secret_value() == default]
-        if defaults:
-            raise ValueError(f"PHOTOCRAFT_PROFILE={self.profile} refuses the local stack's "
-                             f"{', '.join(defaults)}: set your own")
+        refusals = [f"PHOTOCRAFT_PROFILE={self.profile} needs the S3 keys: set {' and '.join(missing)}"
+                    ] if missing else []
+        if self.keyring is None:
+            refusals.append(f"PHOTOCRAFT_PROFILE={self.profile} needs the installation's keyring: set "
+                            "PHOTOCRAFT_KEYRING or PHOTOCRAFT_KEYRING_FILE (docs/deploy.md)")
+        if refusals:
+            raise ValueError("; ".join(refusals))
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: str | list[str] | None) -> list[str] | None:
+        """Each entry as a network (``192.0.2.7`` -> ``192.0.2.7/32``); raises ValueError naming the
+        variable for an entry that is not an IP address or network (``*`` included: trust is explicit)."""
+        if value is None:
+            return None
+        entries = [str(e).strip() for e in (value.split(",") if isinstance(value, str) else value)]
+        networks = []
+        for entry in filter(None, entries):
+            try:
+                networks.append(str(ipaddress.ip_network(entry)))
+            except ValueError as exc:
+                raise ValueError(f"PHOTOCRAFT_TRUSTED_PROXIES: {exc}") from None
+        return networks
+
+    @model_validator(mode="after")
+    def _profile_proxies(self) -> PlatformSettings:
+        if self.trusted_proxies is None:
+            self.trusted_proxies = list(TRUSTED_PROXIES[self.profile])
+        return self
+
+    def required_keyring(self) -> Keyring:
+        """The keyring; raises KeyringMissing (saying how to make one) when none is configured."""
+        if self.keyring is None:
+            raise KeyringMissing(f"no keyring: `make up` makes the local stack's ({LOCAL_KEYRING}); elsewhere "
+                                 "set PHOTOCRAFT_KEYRING or PHOTOCRAFT_KEYRING_FILE (docs/deploy.md)")
+        return self.keyring

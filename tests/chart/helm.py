@@ -12,10 +12,11 @@ CHART = ROOT / "charts" / "photocraft"
 HELM = ROOT / "var" / "bin" / "helm"
 
 # The values files of the chart's checks: a production install (the defaults
-# plus the endpoints they leave empty), the same on GPU nodes, and this machine.
+# plus the endpoints they leave empty), the same on GPU nodes, and this machine
+# (with stand-ins for the local S3 keys, which values-local.yaml leaves out).
 PRODUCTION = [CHART / "ci" / "production-values.yaml"]
 GPU = [*PRODUCTION, CHART / "values-gpu.yaml"]
-LOCAL = [CHART / "values-local.yaml"]
+LOCAL = [CHART / "values-local.yaml", Path(__file__).with_name("local-s3-placeholders.yaml")]
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

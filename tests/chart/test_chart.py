@@ -5,12 +5,15 @@ Runs `helm` (var/bin/helm, made by `make`) and kubernetes-validate; needs no clu
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
+from photocraft_common.keyring import Keyring
 
 from .helm import CHART, GPU, LOCAL, PRODUCTION, containers, env, find, helm, render, value_args
 
@@ -57,7 +60,8 @@ def test_a_manifest_that_breaks_the_kubernetes_schema_is_rejected():
     ({"redis.url": "http://redis:6379"}, "/redis/url"),
     ({"gpuInference.keda.minReplicaCount": "0"}, "/gpuInference/keda/minReplicaCount"),
     ({"lifetimeSeconds": "172800"}, "/lifetimeSeconds"),
-    ({"deviceToken.secret": "short"}, "/deviceToken/secret"),
+    ({"keyring.key": ""}, "/keyring/key"),
+    ({"keyring.secret": "inline-secrets-are-not-taken-here"}, "secret"),
     ({"securityContext.allowPrivilegeEscalation": "true"}, "/securityContext/allowPrivilegeEscalation"),
     ({"gatway.replicas": "3"}, "gatway"),
 ])
@@ -113,7 +117,9 @@ def test_credentials_come_from_the_existing_secrets_and_tls_cas_are_mounted():
     assert variables["PHOTOCRAFT_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "photocraft", "key": "password"}
     assert variables["PHOTOCRAFT_S3__SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "photocraft-s3"
-    assert variables["PHOTOCRAFT_DEVICE_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "photocraft-device-token"
+    assert variables["PHOTOCRAFT_KEYRING"]["valueFrom"]["secretKeyRef"] == {
+        "name": "photocraft-keyring", "key": "keyring"}
+    assert not find(manifests, "Secret", "-keyring"), "no chart keyring when the operator names one"
     assert variables["PHOTOCRAFT_KAFKA__SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert variables["PHOTOCRAFT_PROFILE"]["value"] == "production"
     mounts = {m["mountPath"] for m in gateway["volumeMounts"]}
@@ -219,15 +225,39 @@ def test_hook_jobs_make_topics_bucket_and_model_repository_before_the_services()
 
 def test_inline_credentials_make_a_hook_secret_that_every_reference_names():
     manifests = render(LOCAL)
-    secret = find(manifests, "Secret", "-credentials")[0]
-    assert secret["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
-    keys = set(secret["stringData"])
+    secrets = {s["metadata"]["name"]: s for s in find(manifests, "Secret", "-credentials") + find(
+        manifests, "Secret", "-keyring")}
+    assert len(secrets) == 2
+    for secret in secrets.values():
+        assert secret["metadata"]["annotations"]["helm.sh/hook-weight"] == "-10"
+    keys = {(name, key) for name, s in secrets.items() for key in {**s.get("stringData", {}), **s.get("data", {})}}
     for manifest in find(manifests, "Deployment") + find(manifests, "Job"):
         for container in containers(manifest):
             for entry in container.get("env", []):
                 ref = entry.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in keys, entry
+                    assert (ref["name"], ref["key"]) in keys, entry
+
+
+def test_without_an_existing_secret_the_chart_makes_a_random_keyring_every_service_reads():
+    """Made at install (helm lookup keeps it on upgrades: that needs a cluster, so here each render is an
+    install); nothing of it comes from the chart's source or values."""
+    keyrings = []
+    for _ in range(2):
+        manifests = render(PRODUCTION, {"keyring.existingSecret": ""})
+        [secret] = find(manifests, "Secret", "-keyring")
+        assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+        assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < min(
+            int(j["metadata"]["annotations"]["helm.sh/hook-weight"]) for j in find(manifests, "Job"))
+        keyring = Keyring.model_validate_json(base64.b64decode(secret["data"]["keyring"]))
+        assert len(keyring.secret(keyring.current)) == 48
+        keyrings.append(keyring)
+        for manifest in find(manifests, "Deployment") + find(manifests, "Job"):
+            for container in containers(manifest):
+                if container["name"] != "triton":
+                    assert env(container)["PHOTOCRAFT_KEYRING"]["valueFrom"]["secretKeyRef"] == {
+                        "name": secret["metadata"]["name"], "key": "keyring"}, manifest["metadata"]["name"]
+    assert keyrings[0].secret(keyrings[0].current) != keyrings[1].secret(keyrings[1].current)
 
 
 def test_model_configs_in_the_chart_match_the_model_repository():

@@ -28,7 +28,7 @@ def test_secret_references_get_the_secrets_values_for_podman():
             assert not [e for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
     gateway = next(m for m in steps.workloads if m["metadata"]["name"].endswith("-gateway"))
     variables = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert variables["PHOTOCRAFT_S3__ACCESS_KEY_ID"] == "photocraft-local"
+    assert variables["PHOTOCRAFT_S3__ACCESS_KEY_ID"] == "placeholder-access-key-id"  # local-s3-placeholders.yaml
     broken = [m for m in manifests if m["kind"] != "Secret"]
     with pytest.raises(KeyError):
         plan(broken)

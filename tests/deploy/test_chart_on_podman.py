@@ -2,7 +2,9 @@
 built from our Dockerfiles (`make chart-test`).
 
 The chart is rendered with values-local.yaml (host network, the local images,
-the Kafka, Redis and S3 that `make up` started) and run with `podman kube play`
+the Kafka, Redis and S3 that `make up` started) plus the local S3's keys, which
+that file leaves out (written at test time to a values file only its owner
+reads, never committed), and run with `podman kube play`
 (tests/deploy/kube.py). The local stack's own services are stopped meanwhile,
 so the containers are the only consumers of the platform's topics, and started
 again at the end.
@@ -24,7 +26,8 @@ import yaml
 from PIL import Image
 from skimage import data as samples
 
-from tests.chart.helm import CHART, LOCAL, render
+from photocraft_common.settings import PlatformSettings
+from tests.chart.helm import CHART, render
 
 from .kube import Podman, plan
 
@@ -68,14 +71,23 @@ def podman(tmp_path_factory) -> Podman:
     return runner
 
 
+def local_values(folder: Path) -> list[Path]:
+    """values-local.yaml and a values file (0600, in ``folder``) with the S3 keys of the running stack."""
+    key_id, secret = PlatformSettings().s3.required_keys()  # var/s3/security/s3.json
+    keys = folder / "s3-keys.yaml"
+    keys.touch(mode=0o600)
+    keys.write_text(yaml.safe_dump({"s3": {"accessKeyId": key_id, "secretAccessKey": secret}}))
+    return [CHART / "values-local.yaml", keys]
+
+
 def yaml_app_version() -> str:
     return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
 
 
 @pytest.fixture(scope="module")
-def chart_platform(podman):
+def chart_platform(podman, tmp_path_factory):
     """The chart's workloads running in containers, the local services stopped meanwhile."""
-    steps = plan(render(LOCAL, release=RELEASE))
+    steps = plan(render(local_values(tmp_path_factory.mktemp("values")), release=RELEASE))
     assert {m["metadata"]["name"] for m in steps.hooks if m["kind"] == "Pod"} == {
         f"{RELEASE}-photocraft-bootstrap", f"{RELEASE}-photocraft-publish-models"}
     supervisorctl("stop", "services:*")

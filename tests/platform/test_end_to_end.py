@@ -61,7 +61,7 @@ async def test_job_status_needs_the_jobs_token_or_its_tenants_key(gateway, anony
     by_token = await anonymous.get(url, headers={"Authorization": f"Bearer {job['token']}"})
     by_owner = await gateway.get(url)
 
-    assert [r.status_code for r in (missing, wrong, other_tenant, unknown)] == [401, 403, 403, 404]
+    assert [r.status_code for r in (missing, wrong, other_tenant, unknown)] == [401, 404, 404, 404]
     for response in (missing, wrong, other_tenant, unknown):
         assert response.headers["content-type"] == "application/problem+json"
     assert by_token.status_code == by_owner.status_code == 200

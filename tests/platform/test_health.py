@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
           "gpu-inference-0": 9400, "gpu-inference-1": 9401}
 EXPECTED_CHECKS = {"gateway": {"kafka", "redis", "s3"}, "notifier": {"kafka", "redis", "s3"},
-                   "scheduler": {"kafka", "redis", "s3"}, "storage-janitor": {"s3"},
+                   "scheduler": {"kafka", "redis", "s3"}, "storage-janitor": {"redis", "s3"},
                    "gpu-inference-0": {"kafka", "redis", "s3", "triton"},
                    "gpu-inference-1": {"kafka", "redis", "s3", "triton"}}
 
@@ -96,4 +96,4 @@ def test_janitor_is_ready_only_while_s3_answers(tmp_path):
                  PHOTOCRAFT_INTERVAL_S="3600") as base:
         ready = httpx.get(f"{base}/readyz", timeout=10)
         assert ready.status_code == 200, ready.text
-        assert ready.json() == {"status": "ready", "checks": {"s3": "ok"}}
+        assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "s3": "ok"}}

@@ -16,6 +16,7 @@ from skimage import data
 from photocraft_common.contracts import TaskDispatched, TaskResult, parse
 from photocraft_common.operations import MODELS
 from photocraft_common.settings import PlatformSettings
+from photocraft_common.storage import tenant_prefix
 from photocraft_common.topics import DEAD_LETTERS, JOBS_SUBMITTED, SCHEDULER_GROUP, TASK_RESULTS, model_topic
 
 from .helpers import (
@@ -72,7 +73,8 @@ async def test_a_stage_failing_twice_then_succeeding_completes_the_job_once(gate
     supervisorctl("signal", "STOP", *workers)
     try:
         job = (await submit(gateway, photo)).json()
-        inputs = s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix=f"tests/{job['job_id']}/input/")
+        prefix = tenant_prefix(settings.required_keyring(), "tests")  # the tenant of the api_key fixture
+        inputs = s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix=f"{prefix}/{job['job_id']}/input/")
         key = next(o["Key"] for o in inputs["Contents"])  # one listing page holds the tenant's first 1000 only
         original = s3.get_object(Bucket=settings.s3.bucket, Key=key)["Body"].read()
         s3.delete_object(Bucket=settings.s3.bucket, Key=key)

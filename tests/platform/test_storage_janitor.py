@@ -60,10 +60,10 @@ def test_janitor_process_purges_expired_objects(s3, bucket):
     s3.put_object(Bucket=bucket, Key="t1/job1/input/original.png", Body=b"old")
     s3.put_object(Bucket=bucket, Key="t1/job1/stages/segment.png", Body=b"old")
 
-    # The real service with a TTL of 0 s: whatever it finds is older than that (which objects are
-    # old enough is the sweep's choice, tested above with a clock of the test's). One sweep at
-    # start, the next an hour later.
-    env = {**os.environ, "PHOTOCRAFT_S3__BUCKET": bucket, "PHOTOCRAFT_TTL_S": "0",
+    # The real service with a lifetime of 0 s: whatever its LIST sweep finds is older than that (which
+    # objects are old enough is the sweep's choice, tested above with a clock of the test's). One sweep
+    # at start, the next a day later (PHOTOCRAFT_SWEEP_INTERVAL_S).
+    env = {**os.environ, "PHOTOCRAFT_S3__BUCKET": bucket, "PHOTOCRAFT_JOB_TTL_S": "0",
            "PHOTOCRAFT_INTERVAL_S": "3600", "PHOTOCRAFT_PORT": "0"}  # its health server on any free port
     janitor = subprocess.Popen([Path(sys.executable).parent / "photocraft-storage-janitor"], env=env,
                                stderr=subprocess.PIPE, text=True)

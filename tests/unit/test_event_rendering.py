@@ -18,7 +18,7 @@ from photocraft_common.settings import S3Settings
 from photocraft_common.storage import ObjectStore
 from photocraft_notifier.render import TERMINAL_TYPES, render
 
-STORE = ObjectStore(S3Settings())  # presigning needs no server
+STORE = ObjectStore(S3Settings(access_key_id="test-key", secret_access_key="test-secret"))  # presigning needs no server
 REF = ObjectRef(bucket="photocraft", key="t/j/stages/segment.png", content_type="image/png",
                 size_bytes=1234, width=640, height=480, role="image")
 MASK = ObjectRef(bucket="photocraft", key="t/j/stages/segment.mask.png", content_type="image/png",

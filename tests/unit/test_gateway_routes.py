@@ -22,13 +22,18 @@ from photocraft_common.batches import BatchRecord
 from photocraft_common.contracts import JobCancelled, JobSubmitted, ObjectRef, parse
 from photocraft_common.health import redis_check
 from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.keyring import Keyring
 from photocraft_common.models import AVAILABLE
+from photocraft_common.storage import tenant_prefix
 from photocraft_common.tiers import DEFAULT_TIERS, Tier
 from photocraft_common.topics import JOBS_CANCELLED, JOBS_SUBMITTED
 from photocraft_gateway.app import create_app
 from photocraft_gateway.deps import Platform
 from photocraft_gateway.settings import GatewaySettings
 
+from ..routes import id_routes, kind_of
+
+KEYRING = Keyring.generate()
 MODELS = ["u2netp", "selfie", "oidn", "waifu2x_photo", "realesrgan_x4plus", "tone", "retouch", "analyze",
           "waifu2x_dejpeg", "inpaint", "gfpgan", "colorize_eccv16", "sd_turbo"]
 
@@ -46,7 +51,7 @@ class MemoryStore:
         return ObjectRef(bucket=self.bucket, key=key, content_type=content_type, size_bytes=len(data),
                          width=width, height=height)
 
-    def presigned_get_url(self, ref: ObjectRef) -> str:
+    def presigned_get_url(self, ref: ObjectRef, purge_at: float | None = None) -> str:
         return f"memory://{ref.bucket}/{ref.key}"
 
 
@@ -107,7 +112,7 @@ def png(width: int = 32, height: int = 24) -> bytes:
 @pytest.fixture
 def settings() -> GatewaySettings:
     return GatewaySettings(max_upload_bytes=50_000, max_batch_bytes=120_000, anonymous_ip_daily_quota=3,
-                           events_base_url="ws://notifier.test")
+                           events_base_url="ws://notifier.test", keyring=KEYRING)
 
 
 @pytest.fixture
@@ -146,7 +151,8 @@ def test_a_job_is_accepted_recorded_and_published(gateway):
     [message] = gateway.submitted
     assert (message.job_id, message.tenant_id, message.operation) == (job_id, "acme", "remove-background")
     assert (message.tier, message.lane, message.batch_id) == ("pro", "fast", "")
-    assert message.input.key == f"acme/{job_id}/input/original.png" and message.input.role == "image"
+    assert message.input.key == f"{tenant_prefix(KEYRING, 'acme')}/{job_id}/input/original.png"
+    assert message.input.role == "image" and "acme" not in message.input.key
     assert gateway.store.objects[message.input.key] == png()
     record = gateway.job(job_id)
     assert (record.status, record.tenant_id, record.tier) == (JobStatus.QUEUED, "acme", "pro")
@@ -264,10 +270,47 @@ def test_who_may_read_a_job(gateway):
     missing = read()
     assert_problem(missing, 401, "unauthorized")
     assert missing.headers["www-authenticate"] == "Bearer"
-    assert_problem(read(Authorization="Bearer not-the-token"), 403, "forbidden")
-    assert_problem(read(Authorization=f"Bearer {gateway.api_key('someone-else')}"), 403, "forbidden")
-    assert_problem(read(**{"X-Device-Token": other_device}), 403, "forbidden")
-    assert_problem(gateway.http.get("/v1/jobs/0123456789abcdef"), 404, "job-not-found")  # before 401
+    # Someone else's job is answered as a job that does not exist; no credential is 401 either way.
+    assert_problem(read(Authorization="Bearer not-the-token"), 404, "job-not-found")
+    assert_problem(read(Authorization=f"Bearer {gateway.api_key('someone-else')}"), 404, "job-not-found")
+    assert_problem(read(**{"X-Device-Token": other_device}), 404, "job-not-found")
+    assert_problem(gateway.http.get("/v1/jobs/0123456789abcdef", headers={"X-Device-Token": token}), 404,
+                   "job-not-found")
+    assert_problem(gateway.http.get("/v1/jobs/0123456789abcdef"), 401, "unauthorized")  # missing before unknown
+
+
+def test_another_tenant_gets_404_on_every_route_taking_an_id_as_for_an_unknown_id(gateway):
+    key = {"Authorization": f"Bearer {gateway.api_key('acme')}"}
+    job = submit(gateway, png(), headers=key).json()
+    batch = gateway.http.post("/v1/batches", data={"operation": "remove-background"}, headers=key,
+                              files=[("files", ("p.png", png()))]).json()
+    device = submit(gateway, png())
+    device_job, device_token = device.json(), device.headers["x-device-token"]
+    others = [{"Authorization": f"Bearer {gateway.api_key('globex')}"},
+              {"X-Device-Token": submit(gateway, png()).headers["x-device-token"]},
+              {"Authorization": f"Bearer {job['token']}", "X-Device-Token": device_token},  # the token wins
+              {"Authorization": "Bearer pc_unknown"}, {"X-Device-Token": "k1.forged"}]
+    routes = id_routes(gateway.http.app)
+    assert {path for _, path in routes} == {"/v1/jobs/{job_id}", "/v1/batches/{batch_id}"}
+
+    for method, path in routes:
+        kind = kind_of(path)
+        targets = {"job": [job["job_id"], device_job["job_id"]], "batch": [batch["batch_id"]]}[kind]
+        unknown = gateway.http.request(method, path.format(job_id="f" * 32, batch_id="f" * 32), headers=key)
+        assert_problem(unknown, 404, f"{kind}-not-found")
+        for target in targets:
+            url = path.format(job_id=target, batch_id=target)
+            for headers in others:
+                if headers.get("Authorization", "").endswith(job["token"]) and target == job["job_id"]:
+                    continue  # the job's own token opens it
+                refused = gateway.http.request(method, url, headers=headers)
+                body = assert_problem(refused, 404, f"{kind}-not-found")
+                assert {k: v for k, v in body.items() if k not in ("detail", "instance")} == \
+                    {k: v for k, v in unknown.json().items() if k not in ("detail", "instance")}
+                assert body["detail"] == f"no {kind} {target}"
+            assert_problem(gateway.http.request(method, url), 401, "unauthorized")
+    assert not gateway.cancelled  # no refused DELETE did anything
+    assert {gateway.job(j).status for j in (job["job_id"], device_job["job_id"])} == {JobStatus.QUEUED}
 
 
 def test_a_tenants_api_key_reads_and_cancels_its_job(gateway):

@@ -9,7 +9,9 @@ import pytest
 
 from photocraft_common.contracts import Cancelled, Completed, Failed, ObjectRef, TaskOutput, now
 from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.keyring import Keyring
 from photocraft_common.operations import OPERATIONS, UnknownOperation
+from photocraft_common.storage import tenant_prefix
 from photocraft_scheduler.plan import (
     Complete,
     Dispatch,
@@ -186,11 +188,12 @@ def test_a_retried_stage_waits_for_its_preferred_model_rather_than_failing():
 def test_reuse_keys_need_every_input_content_id():
     plan = Plan.of(record("retouch"))
     dispatch = plan.decide(plan.stage("retouch"), {}, {}, EVERY_MODEL)
-    key = dispatch.reuse_key("t1", "w1")
-    assert key.startswith("t1/cache/retouch/") and key.endswith(".png")
-    assert dispatch.reuse_key("t1", "w2") != key  # other weights, another result
+    keyring = Keyring.generate()
+    key = dispatch.reuse_key(keyring, "t1", "w1")
+    assert key.startswith(f"{tenant_prefix(keyring, 't1')}/cache/retouch/") and key.endswith(".png")
+    assert dispatch.reuse_key(keyring, "t1", "w2") != key  # other weights, another result
     anonymous_input = Dispatch(**{**dispatch.__dict__, "inputs": [ObjectRef(key="x", role="image")]})
-    assert anonymous_input.reuse_key("t1", "w1") is None
+    assert anonymous_input.reuse_key(keyring, "t1", "w1") is None
 
 
 # ---- outputs and completion -----------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from photocraft_common.keyring import Keyring
 from photocraft_common.reuse import cache_key, output_id
+from photocraft_common.storage import tenant_prefix
 
 BASE = {"model": "oidn", "weights": "abc", "params": {"strength": 1.0, "quality": 90}, "extension": "png",
         "input_ids": ["sha-of-photo"]}
@@ -21,7 +23,9 @@ def test_any_difference_in_model_weights_params_format_or_input_changes_the_id()
     assert len(ids) == len(variants) and output_id(**BASE) not in ids
 
 
-def test_results_are_kept_per_tenant():
-    result = output_id(**BASE)
-    assert cache_key("tenant-a", "oidn", result, "png") != cache_key("tenant-b", "oidn", result, "png")
-    assert cache_key("tenant-a", "oidn", result, "png") == f"tenant-a/cache/oidn/{result}.png"
+def test_results_are_kept_per_tenant_under_an_opaque_prefix():
+    keyring, result = Keyring.generate(), output_id(**BASE)
+    key = cache_key(keyring, "tenant-a", "oidn", result, "png")
+    assert key != cache_key(keyring, "tenant-b", "oidn", result, "png")
+    assert key == cache_key(keyring, "tenant-a", "oidn", result, "png")  # found again by a later job
+    assert key == f"{tenant_prefix(keyring, 'tenant-a')}/cache/oidn/{result}.png" and "tenant-a" not in key

@@ -18,14 +18,17 @@ from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 from redis.asyncio.connection import SSLConnection
 
+from photocraft_common import settings as settings_module
 from photocraft_common.kafka import broker_security, connection_kwargs
+from photocraft_common.keyring import Keyring, KeyringMissing
 from photocraft_common.redis_client import make_redis
 from photocraft_common.settings import KafkaSettings, PlatformSettings, RedisSettings, S3Settings
 from photocraft_common.storage import make_client
 
 from ..certificates import make_server_certificate
 
-OWN_SECRETS = {"PHOTOCRAFT_DEVICE_TOKEN_SECRET": "a-long-random-secret",
+OWN_KEYRING = Keyring.generate("k1")
+OWN_SECRETS = {"PHOTOCRAFT_KEYRING": OWN_KEYRING.to_json(),
                "PHOTOCRAFT_S3__ACCESS_KEY_ID": "prod-key", "PHOTOCRAFT_S3__SECRET_ACCESS_KEY": "prod-secret"}
 
 
@@ -60,7 +63,7 @@ def test_production_refuses_each_local_default_naming_its_variable(environ, miss
 
 
 @pytest.mark.parametrize("given", [
-    {"PHOTOCRAFT_PROFILE": "production", "PHOTOCRAFT_DEVICE_TOKEN_SECRET": "Q7z"},  # the local S3 keys
+    {"PHOTOCRAFT_PROFILE": "production", "PHOTOCRAFT_KEYRING": '{"current": "a", "keys": {"a": "Q7z"}}'},
     {"PHOTOCRAFT_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "PHOTOCRAFT_KAFKA__SASL_PASSWORD": "Q7z"},  # no username
 ])
 def test_refusals_never_show_the_secrets_given(environ, given):
@@ -80,7 +83,29 @@ def test_production_names_every_local_default_at_once(environ):
 def test_production_starts_with_its_own_secrets(environ):
     environ(PHOTOCRAFT_PROFILE="production", **OWN_SECRETS)
     settings = PlatformSettings()
-    assert settings.device_token_secret.get_secret_value() == "a-long-random-secret"
+    assert settings.required_keyring() == OWN_KEYRING
+
+
+def test_the_keyring_comes_from_a_file_or_the_environment_not_both(environ, tmp_path):
+    (tmp_path / "keyring.json").write_text(OWN_KEYRING.to_json())
+    environ(PHOTOCRAFT_PROFILE="production", PHOTOCRAFT_KEYRING_FILE=str(tmp_path / "keyring.json"),
+            **{k: v for k, v in OWN_SECRETS.items() if k != "PHOTOCRAFT_KEYRING"})
+    assert PlatformSettings().required_keyring() == OWN_KEYRING
+    environ(PHOTOCRAFT_KEYRING=OWN_SECRETS["PHOTOCRAFT_KEYRING"])
+    with pytest.raises(ValidationError, match="set PHOTOCRAFT_KEYRING or PHOTOCRAFT_KEYRING_FILE, not both"):
+        PlatformSettings()
+    environ(PHOTOCRAFT_KEYRING_FILE=str(tmp_path / "nowhere.json"))
+    with pytest.raises(ValidationError, match="PHOTOCRAFT_KEYRING_FILE: cannot read .*nowhere.json"):
+        PlatformSettings(keyring=None)  # over the variable
+
+
+def test_the_local_profile_reads_the_stacks_keyring_and_has_no_default(environ, tmp_path, monkeypatch):
+    """Locally the keyring is the file that make up makes; without it a service that needs one stops."""
+    monkeypatch.setattr(settings_module, "LOCAL_KEYRING", tmp_path / "keyring.json")
+    with pytest.raises(KeyringMissing, match="make up"):
+        PlatformSettings().required_keyring()
+    (tmp_path / "keyring.json").write_text(OWN_KEYRING.to_json())
+    assert PlatformSettings().required_keyring() == OWN_KEYRING
 
 
 def test_an_unknown_profile_is_refused(environ):
@@ -92,7 +117,7 @@ def test_an_unknown_profile_is_refused(environ):
 @pytest.mark.parametrize("command", ["photocraft-gateway", "photocraft-scheduler", "photocraft-gpu-inference",
                                      "photocraft-notifier", "photocraft-storage-janitor", "photocraft-bootstrap",
                                      "photocraft-tenants"])
-def test_every_service_refuses_to_start_in_production_with_the_local_secrets(command):
+def test_every_service_refuses_to_start_in_production_without_a_keyring(command):
     """The real console scripts: each exits with the message before it connects to anything (nothing runs
     on port 1, so a service that went on would fail differently, or hang until the timeout)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTOCRAFT_")}
@@ -103,7 +128,7 @@ def test_every_service_refuses_to_start_in_production_with_the_local_secrets(com
     run = subprocess.run([Path(sys.executable).parent / command, *args], env=env, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode != 0
-    assert "PHOTOCRAFT_PROFILE=production refuses the local stack's PHOTOCRAFT_DEVICE_TOKEN_SECRET" in run.stderr
+    assert "PHOTOCRAFT_PROFILE=production needs the installation's keyring: set PHOTOCRAFT_KEYRING" in run.stderr
 
 
 # -- Kafka ----------------------------------------------------------------------------------------------------
@@ -237,12 +262,13 @@ def https_server(certificate):
 
 
 def test_the_s3_client_verifies_https_with_the_ca_bundle(certificate, https_server, tmp_path):
-    trusting = make_client(S3Settings(endpoint_url=https_server, ca_bundle=str(certificate.ca)))
+    keys = {"access_key_id": "test-key", "secret_access_key": "test-secret"}
+    trusting = make_client(S3Settings(endpoint_url=https_server, ca_bundle=str(certificate.ca), **keys))
     with pytest.raises(ClientError) as answered:  # through TLS to the server's answer
         trusting.head_bucket(Bucket="photocraft")
     assert answered.value.response["Error"]["Code"] == "404"
     with pytest.raises(botocore.exceptions.SSLError):  # the system's CAs do not know the test CA
-        make_client(S3Settings(endpoint_url=https_server)).head_bucket(Bucket="photocraft")
+        make_client(S3Settings(endpoint_url=https_server, **keys)).head_bucket(Bucket="photocraft")
     with pytest.raises(ValidationError, match="PHOTOCRAFT_S3__CA_BUNDLE: no such file"):
         S3Settings(ca_bundle=str(tmp_path / "nowhere.pem"))
 

@@ -45,6 +45,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-credentials" (include "photocraft.fullname" .) -}}
 {{- end -}}
 
+{{/* The keyring Secret the chart makes when keyring.existingSecret is empty (keyring.yaml). */}}
+{{- define "photocraft.keyringSecret" -}}
+{{- printf "%s-keyring" (include "photocraft.fullname" .) -}}
+{{- end -}}
+
 {{/* An env var read from a Secret: the operator's existingSecret, else the chart's own. */}}
 {{- define "photocraft.secretEnv" -}}
 - name: {{ .name }}
@@ -125,7 +130,11 @@ app.kubernetes.io/component: {{ .component }}
 - name: PHOTOCRAFT_S3__CA_BUNDLE
   value: /etc/photocraft/tls/s3/ca.crt
 {{- end }}
-{{ include "photocraft.secretEnv" (dict "root" . "name" "PHOTOCRAFT_DEVICE_TOKEN_SECRET" "existingSecret" $v.deviceToken.existingSecret "key" $v.deviceToken.key "chartKey" "device-token-secret") }}
+- name: PHOTOCRAFT_KEYRING
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "photocraft.keyringSecret" .) $v.keyring.existingSecret }}
+      key: {{ ternary $v.keyring.key "keyring" (ne $v.keyring.existingSecret "") }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}

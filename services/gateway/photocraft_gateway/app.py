@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from photocraft_common import health_routes
+from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import checks
 from photocraft_common.kafka import make_broker
 from photocraft_common.redis_client import make_redis
@@ -23,6 +24,7 @@ from photocraft_common.storage import ObjectStore
 
 from . import batches, jobs, problems
 from .deps import Platform
+from .ratelimit import RateLimitMiddleware
 from .settings import GatewaySettings
 
 STATIC = Path(__file__).with_name("static")  # the web page: index.html, app.js, style.css
@@ -37,7 +39,7 @@ async def connect(settings: GatewaySettings) -> AsyncIterator[Platform]:
     broker = make_broker(settings.kafka, "photocraft-gateway")
     await broker.connect()
     redis = make_redis(settings.redis)
-    store = ObjectStore(settings.s3)
+    store = ObjectStore(settings.s3, ExpiryIndex(redis, settings.job_ttl_s))  # objects indexed for purge
     try:
         yield Platform.build(settings, broker, redis, store,
                              checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket))
@@ -58,10 +60,12 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
             yield
 
     app = FastAPI(title="Photocraft gateway", version="0.1.0", lifespan=lifespan)
-    problems.install(app)
+    problems.install(app, {"/readyz": {"503": {"description": "a check failed (the body names it)",
+                                               "content": {"application/json": {"schema": {"type": "object"}}}}}})
+    app.add_middleware(RateLimitMiddleware)  # requests per client on /v1/ (ratelimit.py)
     app.include_router(jobs.router)
     app.include_router(batches.router)
-    app.include_router(health_routes.router)
+    app.include_router(health_routes.router, responses=problems.responses(404, 405, 429, 500))
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

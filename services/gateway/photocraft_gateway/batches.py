@@ -10,12 +10,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
+from photocraft_common.guards import clean
 from photocraft_common.intake import Upload, device_header
 
 from .deps import BearerDep, IdentityDep, PlatformDep, authorized, cancel, client_ip, queueing, read_upload
-from .problems import Problem
+from .jobs import READ_ERRORS, SUBMIT_ERRORS
+from .problems import Problem, form_only
 from .settings import GatewaySettings
 from .views import BatchAccepted, BatchView, batch_accepted, batch_view
 
@@ -36,10 +38,12 @@ def uploads(files: list[UploadFile], settings: GatewaySettings) -> list[Upload]:
                           f"the batch is larger than {settings.max_batch_bytes} bytes")
         return data
 
-    return [Upload(f"photo {n} ({upload.filename})", partial(read, upload)) for n, upload in enumerate(files, 1)]
+    return [Upload(f"photo {n} ({clean(upload.filename or 'no name', 100)})", partial(read, upload))
+            for n, upload in enumerate(files, 1)]
 
 
-@router.post("/v1/batches", status_code=202, response_model=BatchAccepted)
+@router.post("/v1/batches", status_code=202, response_model=BatchAccepted, responses=SUBMIT_ERRORS,
+             dependencies=[Depends(form_only)])
 async def submit_batch(
     request: Request,
     response: Response,
@@ -56,16 +60,17 @@ async def submit_batch(
     return batch_accepted(p, request, batch)
 
 
-@router.get("/v1/batches/{batch_id}", response_model=BatchView)
+@router.get("/v1/batches/{batch_id}", response_model=BatchView, responses=READ_ERRORS)
 async def get_batch(batch_id: str, request: Request, p: PlatformDep, credentials: BearerDep) -> BatchView:
-    return await batch_view(p, await authorized(p, request, credentials, await p.batches.get(batch_id),
+    return await batch_view(p, await authorized(p, request, credentials, await p.batches.lookup(batch_id),
                                                 "batch", batch_id))
 
 
-@router.delete("/v1/batches/{batch_id}", response_model=BatchView)
+@router.delete("/v1/batches/{batch_id}", response_model=BatchView, responses=READ_ERRORS)
 async def cancel_batch(batch_id: str, request: Request, p: PlatformDep, credentials: BearerDep) -> BatchView:
     """Cancel every job of the batch that has not ended."""
-    batch = await authorized(p, request, credentials, await p.batches.get(batch_id), "batch", batch_id)
+    batch = await authorized(p, request, credentials, await p.batches.lookup(batch_id), "batch", batch_id)
     for job_id in batch.job_ids:
-        await cancel(p, await p.jobs.get(job_id))
+        if (record := await p.jobs.get(job_id)) is not None:  # None: past its lifetime
+            await cancel(p, record)
     return await batch_view(p, batch)

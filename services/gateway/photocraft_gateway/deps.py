@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, TypeVar
 
 from aiokafka.errors import KafkaError
@@ -22,9 +23,10 @@ from photocraft_common.accounts import Accounts, Identity
 from photocraft_common.batches import BatchStore
 from photocraft_common.contracts import JobCancelled
 from photocraft_common.events import EventPublisher
+from photocraft_common.guards import Prober
 from photocraft_common.health import Check
 from photocraft_common.intake import Intake
-from photocraft_common.jobs import JobRecord, JobStatus, JobStore
+from photocraft_common.jobs import JobRecord, JobStatus, JobStore, Tombstone
 from photocraft_common.kafka import publish
 from photocraft_common.models import ModelDirectory
 from photocraft_common.quotas import Quotas
@@ -32,6 +34,7 @@ from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import JOBS_CANCELLED
 
 from .problems import Problem
+from .ratelimit import RateLimits
 from .settings import GatewaySettings
 
 R = TypeVar("R", bound=Owned)  # a job or batch record
@@ -61,9 +64,17 @@ class Platform:
         jobs, batches = JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s)
         events, models, quotas = EventPublisher(broker), ModelDirectory(redis), Quotas(redis)
         intake = Intake(jobs=jobs, events=events, broker=broker, quotas=quotas, store=store, models=models,
-                        settings=settings, batches=batches, ip_daily_quota=settings.anonymous_ip_daily_quota)
+                        settings=settings, batches=batches, ip_daily_quota=settings.anonymous_ip_daily_quota,
+                        give_back_on=Exception,  # only accepted work is charged
+                        prober=Prober(settings.max_pixels, settings.max_batch_pixels, settings.probe_workers,
+                                      settings.probe_waiting))
         return cls(settings, broker, redis, jobs, batches, store, events, models,
-                   Accounts(redis, settings.device_token_secret.get_secret_value()), quotas, intake, readiness)
+                   Accounts(redis, settings.required_keyring()), quotas, intake, readiness)
+
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        """Requests per client address or API key (ratelimit.py), counted in this platform's Redis."""
+        return RateLimits(self.redis, self.accounts, self.settings.rate_limit_per_ip, self.settings.rate_limit_per_key)
 
 
 def platform(request: Request) -> Platform:
@@ -92,26 +103,30 @@ IdentityDep = Annotated[Identity, Depends(identity)]
 
 
 async def authorized(p: Platform, request: Request, credentials: HTTPAuthorizationCredentials | None,
-                     record: R | None, kind: str, record_id: str) -> R:
+                     record: R | Tombstone | None, kind: str, record_id: str) -> R:
     """``record`` (the job or batch ``record_id``; ``kind``: "job" or "batch") for a reader allowed to see it
     under photocraft_common.access: its own token, or an API key or device token of its tenant.
 
-    Raises Problem 404 when there is no such record (before looking at credentials), 401 without a
-    credential, 403 with one that is not the record's.
+    Raises Problem 401 without a credential (whether or not the record exists), 404 when there is no such
+    record or the credential does not open it: the same answer, so that no refusal confirms that it exists;
+    410 when ``record`` is the Tombstone of a purged one and the credential would have opened it.
     """
-    if record is None:
-        raise Problem(404, f"{kind}-not-found", f"{kind.capitalize()} not found", f"no {kind} {record_id}")
     verdict = await access(record, p.accounts, credentials.credentials if credentials is not None else "",
                            request.headers.get("x-device-token", ""))
     if verdict is Access.MISSING:
         raise Problem(401, "unauthorized", "Missing token", "send the token as 'Authorization: Bearer <token>', "
                       "or your API key, or your device token", {"WWW-Authenticate": "Bearer"})
     if verdict is not Access.GRANTED:
-        raise Problem(403, "forbidden", "Wrong token", "the token does not give access to this resource")
+        raise Problem(404, f"{kind}-not-found", f"{kind.capitalize()} not found", f"no {kind} {record_id}")
+    if isinstance(record, Tombstone):
+        raise Problem(410, f"{kind}-expired", f"{kind.capitalize()} expired",
+                      f"{kind} {record_id} reached the end of its lifetime and was purged, with its photos")
     return record
 
 
 def client_ip(request: Request) -> str:
+    """The client's address: the peer's, or when the peer is a trusted proxy (PHOTOCRAFT_TRUSTED_PROXIES) the
+    rightmost address of X-Forwarded-For that is not one (uvicorn's ProxyHeadersMiddleware, see main.py)."""
     return request.client.host if request.client else "unknown"
 
 

@@ -12,7 +12,7 @@ def main() -> None:
     settings = GatewaySettings()
     logs.configure("gateway", settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_config=None, proxy_headers=True)
+                log_config=None, proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)
 
 
 if __name__ == "__main__":

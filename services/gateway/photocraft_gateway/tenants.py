@@ -25,7 +25,7 @@ from .settings import GatewaySettings
 async def run(args: argparse.Namespace) -> None:
     settings = GatewaySettings()
     redis = make_redis(settings.redis)
-    accounts = Accounts(redis, settings.device_token_secret.get_secret_value())
+    accounts = Accounts(redis)
     try:
         if args.command == "create":
             print(await accounts.create_key(args.tenant, Tier(args.tier)))

@@ -81,7 +81,7 @@ def batch_accepted(p: Platform, request: Request, batch: QueuedBatch) -> BatchAc
 
 
 def job_view(record: JobRecord, store: ObjectStore) -> JobView:
-    results = [ResultView(url=store.presigned_get_url(ref), role=ref.role or "image",
+    results = [ResultView(url=store.presigned_get_url(ref, record.expires_at or None), role=ref.role or "image",
                           content_type=ref.content_type, width=ref.width, height=ref.height,
                           size_bytes=ref.size_bytes)
                for ref in record.results] if record.status is JobStatus.COMPLETED else []
@@ -98,6 +98,7 @@ def job_view(record: JobRecord, store: ObjectStore) -> JobView:
 
 
 async def batch_view(p: Platform, batch: BatchRecord) -> BatchView:
-    statuses = {job_id: (await p.jobs.get(job_id)).status for job_id in batch.job_ids}
+    records = [await p.jobs.get(job_id) for job_id in batch.job_ids]
+    statuses = {record.job_id: record.status for record in records if record is not None}  # None: past its lifetime
     return BatchView(batch_id=batch.batch_id, operation=batch.operation, total=batch.total, done=batch.done,
                      failed=batch.failed, jobs=statuses)

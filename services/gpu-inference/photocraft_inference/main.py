@@ -30,6 +30,7 @@ from photocraft_common import logs
 from photocraft_common.background import Background, every
 from photocraft_common.capacity import report_capacity
 from photocraft_common.contracts import TaskDispatched, parse
+from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import CHECK_TIMEOUT_S, HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.models import ModelDirectory
@@ -81,8 +82,8 @@ def create_app(settings: InferenceSettings) -> FastStream:
             await directory.record_weights(model, digest)
 
     pool = TritonPool(settings, redis, footprints(settings.model_registry, settings.residency), on_load=on_load)
-    store = ObjectStore(settings.s3)
-    worker = Worker(broker, store, pool, settings.worker_id)
+    store = ObjectStore(settings.s3, ExpiryIndex(redis, settings.job_ttl_s))  # objects indexed for purge
+    worker = Worker(broker, store, pool, settings.worker_id, settings.required_keyring())
 
     async def run(record) -> None:
         await handle_or_dead_letter(broker, record, lambda: worker.handle(parse(TaskDispatched, record.value)))

@@ -32,8 +32,9 @@ from photocraft_common.contracts import (
 from photocraft_common.events import EventPublisher
 from photocraft_common.images import FORMATS, InvalidImage, decode, encode
 from photocraft_common.kafka import publish
+from photocraft_common.keyring import Keyring
 from photocraft_common.reuse import cache_key, output_id
-from photocraft_common.storage import ObjectStore, sibling_key
+from photocraft_common.storage import ObjectStore, sibling_key, stage_key
 from photocraft_common.topics import TASK_RESULTS
 
 from .residency import ModelTooLarge
@@ -48,9 +49,11 @@ FINAL_ERRORS = {InvalidImage: "invalid-image", InvalidStageInput: "invalid-input
 
 
 class Worker:
-    def __init__(self, broker: KafkaBroker, store: ObjectStore, triton: TritonPool, worker_id: str) -> None:
+    def __init__(self, broker: KafkaBroker, store: ObjectStore, triton: TritonPool, worker_id: str,
+                 keyring: Keyring) -> None:
         self._broker = broker
         self._store = store
+        self._keyring = keyring  # results go under the tenant's opaque prefix (storage.tenant_prefix)
         self._triton = triton
         self._events = EventPublisher(broker)
         self.worker_id = worker_id
@@ -91,9 +94,10 @@ class Worker:
         parameters = config["parameters"]
         params = json.loads(task.params_json or "{}")
         key, result_id = self._address(task, parameters["photocraft.weights"]["string_value"], params)
+        deadline = await self._store.job_deadline(task.job_id)  # the job's objects are purged then
         reused = await self._store.read_manifest(key)
         if reused is not None and await self._store.touch(
-                [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects]):
+                [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects], deadline):
             log.info("task %s: result reused from %s", task.task_id, key)
             return reused
         await self._events.emit(task.job_id, task.tenant_id,
@@ -108,30 +112,30 @@ class Worker:
         warnings = (list(source.warnings) if source else []) + produced.info.get("warnings", [])
         output = TaskOutput(info_json=json.dumps(produced.info), warnings=warnings)
         if produced.image is not None:  # an analysis has none: the scheduler passes its input on
-            output.objects.extend(await self._store_images(key, result_id, produced, quality))
-        await self._store.write_manifest(key, output)
+            output.objects.extend(await self._store_images(key, result_id, produced, quality, deadline))
+        await self._store.write_manifest(key, output, deadline)
         await progress(0.95, "result stored")
         return output
 
-    @staticmethod
-    def _address(task: TaskDispatched, weights: str, params: dict) -> tuple[str, str]:
+    def _address(self, task: TaskDispatched, weights: str, params: dict) -> tuple[str, str]:
         """Where the result goes, and its content id: reusable when every input has a content id."""
         input_ids = [ref.content_id for ref in task.inputs]
         if all(input_ids):
             result_id = output_id(task.model, weights, params, task.output_format, input_ids)
-            return cache_key(task.tenant_id, task.model, result_id, task.output_format), result_id
-        return f"{task.tenant_id}/{task.job_id}/stages/{task.stage}.{task.output_format}", task.task_id
+            return cache_key(self._keyring, task.tenant_id, task.model, result_id, task.output_format), result_id
+        return stage_key(self._keyring, task.tenant_id, task.job_id, task.stage, task.output_format), task.task_id
 
-    async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int) -> list[ObjectRef]:
+    async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int,
+                            deadline: float | None) -> list[ObjectRef]:
         extension = key.rsplit(".", 1)[1]
         height, width = produced.image.shape[:2]
         data = await asyncio.to_thread(encode, produced.image, extension, quality)
-        image = await self._store.put(key, data, FORMATS[extension][1], width, height)
+        image = await self._store.put(key, data, FORMATS[extension][1], width, height, deadline)
         image.content_id, image.role = result_id, "image"
         refs = [image]
         if produced.mask is not None:
             png = await asyncio.to_thread(encode, produced.mask, "png")
-            mask = await self._store.put(sibling_key(key, "mask.png"), png, "image/png", width, height)
+            mask = await self._store.put(sibling_key(key, "mask.png"), png, "image/png", width, height, deadline)
             mask.content_id, mask.role = f"{result_id}:mask", "mask"
             refs.append(mask)
         return refs

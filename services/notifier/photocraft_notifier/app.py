@@ -16,8 +16,9 @@ gateway's reads do (photocraft_common.access). Credentials may also come as
 ``Authorization: Bearer`` (token, API key) or ``X-Device-Token`` headers. A
 heartbeat goes out when nothing happened for ``heartbeat_s``. Close codes: 1000
 the job (batch) ended, 1011 server error, 4008 the client fell behind (after a
-``resync`` message), 4401 missing credentials, 4404 unknown job (batch), 4403
-wrong credentials (checked in that order). After any close but 1000 and 44xx,
+``resync`` message), 4401 missing (or, on the tenant feed, unknown) credentials,
+4404 unknown job (batch) or one the credentials do not open (checked in that
+order; never told apart). After any close but 1000 and 44xx,
 reconnect with ``after`` = the last ``seq`` (``cursor``) seen.
 
 Parts: deps.py (what one process holds), consumer.py (Kafka to the event log),
@@ -34,23 +35,26 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from photocraft_common import health_routes
-from photocraft_common.background import Background
+from photocraft_common.background import Background, every
 from photocraft_common.health import checks
 
 from . import routes
 from .consumer import subscribe
 from .deps import Notifier
+from .eventlog import TRIM_INTERVAL_S
 from .settings import NotifierSettings
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Follow the live feed, then consume Kafka; on shutdown stop consuming, then stop following."""
+    """Follow the live feed and trim tenant logs by age (eventlog.py), then consume Kafka; on shutdown stop
+    consuming, then stop the rest."""
     notifier: Notifier = app.state.notifier
     background = Background()
     feed_ready = asyncio.Event()
     background.start(notifier.hub.run(feed_ready), "live event feed")
     await asyncio.wait_for(feed_ready.wait(), 30)
+    background.start(every(TRIM_INTERVAL_S, notifier.events.trim_due, "tenant log trim"), "tenant log trim")
     await notifier.broker.start()
     try:
         yield

@@ -17,7 +17,8 @@ from .deps import Notifier
 
 
 async def log_event(notifier: Notifier, event: JobEvent) -> None:
-    """Relay ``event`` to its tenant's partner topic (if a partner), then log and publish it (eventlog.py)."""
+    """Relay ``event`` to its tenant's partner topic (if a partner), then log and publish it (eventlog.py;
+    an event of a purged job is dropped there)."""
     await notifier.partners.relay(event)  # first: a crash before logging redelivers it (partners dedupe by event_id)
     await notifier.events.append(event)
 

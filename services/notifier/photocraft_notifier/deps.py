@@ -22,6 +22,7 @@ from photocraft_common.storage import ObjectStore
 
 from .eventlog import EventLog
 from .hub import Hub
+from .limits import Connections
 from .partners import PartnerRelay
 from .relay import Relay
 from .settings import NotifierSettings
@@ -40,6 +41,7 @@ class Notifier:
     accounts: Accounts
     partners: PartnerRelay
     relay: Relay
+    connections: Connections  # open WebSockets per client (limits.py)
 
     @classmethod
     def create(cls, settings: NotifierSettings) -> Notifier:
@@ -50,8 +52,9 @@ class Notifier:
         hub = Hub(redis, settings.send_queue)
         return cls(settings, redis, broker, store, EventLog(redis, settings.job_ttl_s), hub,
                    JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s),
-                   Accounts(redis, settings.device_token_secret.get_secret_value()),
-                   PartnerRelay(broker, redis, store), Relay(hub, store, settings))
+                   Accounts(redis, settings.required_keyring()),
+                   PartnerRelay(broker, redis, store), Relay(hub, store, settings),
+                   Connections(redis, settings.connections_per_ip, settings.connections_per_credential))
 
 
 def notifier(connection: HTTPConnection) -> Notifier:

@@ -11,7 +11,8 @@ from .settings import NotifierSettings
 def main() -> None:
     settings = NotifierSettings()
     logs.configure("notifier", settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)
 
 
 if __name__ == "__main__":

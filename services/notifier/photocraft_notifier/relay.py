@@ -5,7 +5,8 @@ A gap in the live feed (the hub lost Redis, or a live event is ahead of the last
 from the log.
 A heartbeat goes out after ``heartbeat_s`` without events; a client the hub gave up on
 (``Subscription.overflowed``) gets a ``resync`` message and the close code 4008. Close codes: 1000
-the feed ended, 1011 server error. Messages are rendered once per process, whoever receives them.
+the feed ended, 1011 server error. Messages are rendered once per process, whoever receives them, their
+presigned URLs bounded by the job's deadline that came with the event (Logged.expires).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Relay:
 
     def _render(self, item: Logged, tenant_wide: bool) -> tuple[dict, str]:
         """The message for ``item`` and its JSON text, made once for every subscriber of this process."""
-        message = render(item.seq, item.event, self._store)
+        message = render(item.seq, item.event, self._store, item.expires)
         if tenant_wide:
             message["cursor"] = item.cursor
         return message, json.dumps(message)

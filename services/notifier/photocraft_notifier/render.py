@@ -9,7 +9,8 @@ Every message has ``seq`` (the job's event number, from 1), ``type``,
     progress         stage, percent (0-100, whole job), message
     stage_completed  stage
     completed        result_url (the image), results [{url, role, content_type, width, height,
-                     size_bytes}] (role "image" or "mask"), warnings
+                     size_bytes}] (role "image" or "mask"), warnings; URLs presigned for
+                     ``presigned_url_expiry_s`` but never past the job's deadline
     failed           code, message, stage
     cancelled        reason
     retrying         stage, attempt, max_attempts, delay_s, reason
@@ -31,7 +32,9 @@ def _image(ref: ObjectRef) -> dict:
             "size_bytes": ref.size_bytes}
 
 
-def render(seq: int, event: JobEvent, store: ObjectStore) -> dict:
+def render(seq: int, event: JobEvent, store: ObjectStore, purge_at: float | None = None) -> dict:
+    """The message for the ``seq``-th event of its job; ``purge_at`` (Unix s, the job's deadline: Logged.expires;
+    None: unknown) bounds its presigned URLs."""
     kind = event.WhichOneof("kind")
     body = getattr(event, kind)
     message = {"seq": seq, "type": kind, "job_id": event.job_id,
@@ -43,7 +46,7 @@ def render(seq: int, event: JobEvent, store: ObjectStore) -> dict:
     elif kind == "stage_completed":
         message.update(stage=body.stage)
     elif kind == "completed":
-        results = [{"url": store.presigned_get_url(ref), "role": ref.role or "image", **_image(ref)}
+        results = [{"url": store.presigned_get_url(ref, purge_at), "role": ref.role or "image", **_image(ref)}
                    for ref in body.results]
         image_url = next((r["url"] for r in results if r["role"] == "image"), None)
         message.update(result_url=image_url, results=results, warnings=list(body.warnings))

@@ -2,7 +2,9 @@
 
 Who may follow a job or a batch is ``photocraft_common.access``, the gateway's policy: the record's
 token, an API key of its tenant or a device token of its tenant. Refusals close the connection with
-4401 (no credential), 4404 (no such record) or 4403 (not one of its credentials), in that order.
+4401 (no credential) or 4404 (no such record, or not one of its credentials: never told apart). The
+tenant feed closes with 4401 without a credential or with an unknown API key or device token. A client
+over its limit of open connections (per address, per credential: limits.py) is then closed with 4429.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from .relay import Feed, batch_feed, job_feed, tenant_feed
 router = APIRouter()
 
 After = Annotated[int, Query(ge=0, description="the last seq (cursor) the client saw; 0: from the start")]
-REFUSALS = {Access.MISSING: (4401, "missing token"), Access.NOT_FOUND: (4404, "not found"),
-            Access.DENIED: (4403, "wrong token")}
+REFUSALS = {Access.MISSING: (4401, "missing token"), Access.NOT_FOUND: (4404, "not found")}
 
 
 def given(websocket: WebSocket, bearer: str | None, device_token: str | None) -> tuple[str, str]:
@@ -45,7 +46,9 @@ async def follow(websocket: WebSocket, notifier: Notifier, record: Owned | None,
     outcome = await access(record, notifier.accounts, *credentials)
     if outcome is not Access.GRANTED:
         return await websocket.close(*REFUSALS[outcome])
-    await notifier.relay(websocket, feed, after)
+    async with notifier.connections.admit(websocket, credentials[0] or credentials[1]) as admitted:
+        if admitted:  # else closed with 4429 (limits.py)
+            await notifier.relay(websocket, feed, after)
 
 
 @router.websocket("/v1/jobs/{job_id}/events")
@@ -71,8 +74,10 @@ async def tenant_events(websocket: WebSocket, notifier: NotifierDep, api_key: st
         return await websocket.close(4401, "send an API key or a device token")
     caller = await notifier.accounts.by_key(key) if key else notifier.accounts.by_device_token(device)
     if caller is None:
-        return await websocket.close(4403, "unknown API key or device token")
-    await notifier.relay(websocket, tenant_feed(notifier.events, caller.tenant_id), after)
+        return await websocket.close(4401, "unknown API key or device token")
+    async with notifier.connections.admit(websocket, key or device) as admitted:
+        if admitted:  # else closed with 4429 (limits.py)
+            await notifier.relay(websocket, tenant_feed(notifier.events, caller.tenant_id), after)
 
 
 @router.get("/metrics")

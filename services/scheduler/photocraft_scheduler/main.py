@@ -4,7 +4,11 @@ Replicas share the consumer group ``photocraft-scheduler``; Kafka gives each
 replica its own partitions, and one job's messages always land in the same
 one. Every replica also runs the fair-share pump (fairshare.py), whose
 decisions are atomic in Redis, so any replica may release any stage, once.
-Messages that cannot be handled go to the dead-letter topic. Partner requests
+Messages that cannot be handled go to the dead-letter topic; a JobSubmitted that does
+ends its job (failed, ``not-processed``: Scheduler.not_processed, found by the message's key, the
+job id). A dead-lettered TaskResult leaves its task out until the overdue check (``task_timeout_s``)
+retries it as a timed-out attempt; a dead-lettered JobCancelled changes nothing, as the job's record is
+cancelled already, and its end is announced at its next message or queue turn. Partner requests
 (partners.py) are read from every ``photocraft.partner.<tenant>.requests``
 topic by the group ``photocraft-scheduler-partners``; new partners' topics are
 found within ``partner_discovery_s``. ``/healthz`` and ``/readyz`` (Kafka, Redis,
@@ -24,6 +28,7 @@ from faststream.kafka.annotations import KafkaMessage
 from photocraft_common import logs
 from photocraft_common.background import Background, every
 from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
+from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
 from photocraft_common.redis_client import make_redis
@@ -61,7 +66,7 @@ def create_app(settings: SchedulerSettings) -> FastStream:
     broker = make_broker(settings.kafka, "photocraft-scheduler",
                          metadata_max_age_ms=int(settings.partner_discovery_s * 1000))
     redis = make_redis(settings.redis)
-    store = ObjectStore(settings.s3)
+    store = ObjectStore(settings.s3, ExpiryIndex(redis, settings.job_ttl_s))  # objects indexed for purge
     scheduler = Scheduler(broker, redis, store, settings)
     partners = PartnerIntake(redis, store, scheduler.jobs, scheduler.events, broker, settings)
     # Handlers never raise but when even the dead-letter topic cannot be written: then the
@@ -70,8 +75,10 @@ def create_app(settings: SchedulerSettings) -> FastStream:
 
     @broker.subscriber(JOBS_SUBMITTED, **options)
     async def on_submitted(body: bytes, message: KafkaMessage) -> None:
-        await handle_or_dead_letter(broker, message.raw_message,
-                                    lambda: scheduler.on_submitted(parse(JobSubmitted, body)))
+        record = message.raw_message
+        job_id = (record.key or b"").decode(errors="replace")  # JobSubmitted is keyed by its job id
+        await handle_or_dead_letter(broker, record, lambda: scheduler.on_submitted(parse(JobSubmitted, body)),
+                                    on_dead_letter=lambda error: scheduler.not_processed(job_id, error))
 
     @broker.subscriber(JOBS_CANCELLED, **options)
     async def on_cancelled(body: bytes, message: KafkaMessage) -> None:

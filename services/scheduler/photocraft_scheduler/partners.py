@@ -44,7 +44,7 @@ class PartnerIntake:
         self._jobs = jobs
         self._events = events
         self._settings = settings
-        self._accounts = Accounts(redis, settings.device_token_secret.get_secret_value())
+        self._accounts = Accounts(redis)
         # A refused request takes nothing: any failure after the quota was taken gives it back.
         self._intake = Intake(jobs=jobs, events=events, broker=broker, quotas=Quotas(redis), store=store,
                               models=ModelDirectory(redis), settings=settings, give_back_on=Exception)

@@ -10,7 +10,8 @@ whose dependencies are done or skipped is *ready*, and ``Plan.decide`` says what
 - ``Dispatch``: it runs on its first installed model with its recipe's parameters plus those its
   analysis adds (and the output quality, for a final stage), on its dependencies' images (or the
   job's input), writing ``json`` (an analysis), the requested format (a final stage) or ``png``,
-  over the slice of the job's progress that its weight gives it.
+  over the slice of the job's progress that its weight gives it. A stage that runs on another model
+  than its first (preferred) one says so in a warning (``fallback_warning``).
 
 The job is ``Complete`` when every final stage is done or skipped. Also here: what each stage
 charges its tier (``work_cost``) and what a finished job announces (``announcement``). What
@@ -27,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from photocraft_common.contracts import Cancelled, Completed, Failed, ObjectRef, TaskDispatched, TaskOutput
 from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.keyring import Keyring
 from photocraft_common.operations import MEGAPIXEL, JobParams, Stage, get_operation, parse_params
 from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.tiers import LANE_COST, Lane, lane_of
@@ -80,6 +82,20 @@ def decision(stage: Stage, outputs: Mapping[str, TaskOutput]) -> tuple[bool, dic
     return bool(verdict.get("run")), verdict.get("params", {})
 
 
+def fallback_warning(stage: Stage, model: str) -> str:
+    """The warning of ``stage`` run on ``model`` when that is not its preferred (first) model, which
+    is then not installed, e.g. "model gfpgan is not installed; ran retouch instead"; else ""."""
+    preferred = stage.models[0]
+    return "" if model in ("", preferred) else f"model {preferred} is not installed; ran {model} instead"
+
+
+def warned(output: TaskOutput, warning: str) -> TaskOutput:
+    """``output`` with ``warning`` added to its warnings (none added when it is "" or there already)."""
+    if warning and warning not in output.warnings:
+        output.warnings.append(warning)
+    return output
+
+
 def installed_model(stage: Stage, available: set[str]) -> str | None:
     """The first of ``stage``'s models that is installed, or None."""
     return next((m for m in stage.models if m in available), None)
@@ -113,6 +129,7 @@ class Dispatch:
     extension: str  # "json", "png", "jpg" or "webp"
     progress_from: float  # percent of the job, 0-100
     progress_to: float
+    warning: str = ""  # fallback_warning: said when it runs on another model than its preferred one
 
     def task(self, record: JobRecord, attempt: int, dispatched_at: Timestamp) -> TaskDispatched:
         return TaskDispatched(
@@ -122,14 +139,15 @@ class Dispatch:
             progress_from=self.progress_from, progress_to=self.progress_to,
         )
 
-    def reuse_key(self, tenant_id: str, weights: str) -> str | None:
+    def reuse_key(self, keyring: Keyring, tenant_id: str, weights: str) -> str | None:
         """Where the tenant's identical earlier result would be, given the model's ``weights`` digest
-        (photocraft_common.reuse); None when an input has no content id."""
+        (photocraft_common.reuse; under the tenant's prefix made with ``keyring``); None when an input has
+        no content id."""
         if not all(ref.content_id for ref in self.inputs):
             return None
         result_id = output_id(self.model, weights, self.params, self.extension,
                               [ref.content_id for ref in self.inputs])
-        return cache_key(tenant_id, self.model, result_id, self.extension)
+        return cache_key(keyring, tenant_id, self.model, result_id, self.extension)
 
 
 @dataclass(frozen=True)
@@ -177,9 +195,12 @@ class Plan:
         Raises KeyError when a dependency has no output."""
         return [image_of(outputs[n]) for n in stage.needs] or ([self.job_input] if self.job_input else [])
 
-    def output_of(self, stage_name: str, output: TaskOutput, outputs: Mapping[str, TaskOutput]) -> TaskOutput:
-        """What a finished stage records: its ``output``, passing its inputs on if it made no image."""
-        return passed_on(output, self.inputs(self.stage(stage_name), outputs))
+    def output_of(self, stage_name: str, output: TaskOutput, outputs: Mapping[str, TaskOutput],
+                  model: str = "") -> TaskOutput:
+        """What a finished stage records: its ``output`` (run on ``model``), passing its inputs on if it
+        made no image, with ``fallback_warning``'s warning."""
+        stage = self.stage(stage_name)
+        return warned(passed_on(output, self.inputs(stage, outputs)), fallback_warning(stage, model))
 
     def progress(self, stage: Stage, states: Mapping[str, str]) -> tuple[float, float]:
         """The slice of the job's progress (percent) that ``stage`` covers, after the finished stages."""
@@ -195,7 +216,7 @@ class Plan:
         extension = "json" if stage.name == "analyze" else (fmt.extension if fmt else "png")
         sent = {**stage.params, **decision(stage, outputs)[1], **({"quality": fmt.quality} if fmt else {})}
         return Dispatch(stage.name, model, sent, self.inputs(stage, outputs), extension,
-                        *self.progress(stage, states))
+                        *self.progress(stage, states), fallback_warning(stage, model))
 
     def decide(self, stage: Stage, states: Mapping[str, str], outputs: Mapping[str, TaskOutput],
                available: set[str]) -> Skip | Fail | Dispatch:

@@ -7,7 +7,7 @@ by the worker), or else queued in the fair-share queue (fairshare.py), which rel
 model's topic when the model has a free credit and the tier's turn has come. A stage's state
 (stages.py) is recorded before it is queued and before it is published. A cancelled job's waiting
 stages are dropped when their turn comes, and a running stage's result is discarded. Every step is
-idempotent, so a message delivered twice changes nothing.
+idempotent, so a message delivered twice changes nothing. How a job ends: endings.py.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from photocraft_common.jobs import TERMINAL, JobRecord, JobStatus, JobStore
 from photocraft_common.kafka import publish
 from photocraft_common.models import ModelDirectory
 from photocraft_common.operations import MODELS, UnknownOperation
+from photocraft_common.quotas import Quotas
 from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import model_topic
 
+from .endings import Endings
 from .fairshare import FairShare, Picked
-from .plan import Dispatch, Fail, Plan, Skip, announcement, image_of, passed_on, work_cost
+from .plan import Dispatch, Fail, Plan, Skip, image_of, passed_on, warned, work_cost
 from .retries import RetryPolicy
 from .settings import SchedulerSettings
 from .stages import StageStore, State
@@ -42,6 +44,7 @@ class Scheduler:
         self._broker = broker
         self._store = store
         self._settings = settings
+        self._keyring = settings.required_keyring()  # reuse keys sit under the tenant's opaque prefix
         self.jobs = JobStore(redis, settings.job_ttl_s)
         self.stages = StageStore(redis, settings.job_ttl_s)
         self.batches = BatchStore(redis, settings.job_ttl_s)
@@ -49,6 +52,7 @@ class Scheduler:
         self.models = ModelDirectory(redis)
         self.queue = FairShare(redis, settings.tiers)
         self.retries = RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s)
+        self.endings = Endings(self.jobs, self.stages, self.batches, self.events, Quotas(redis))
 
     # ---- messages ----------------------------------------------------------------------------
     async def on_submitted(self, job: pb.JobSubmitted) -> None:
@@ -58,7 +62,7 @@ class Scheduler:
         try:
             plan = Plan.of(record)
         except UnknownOperation as exc:
-            return await self._fail(record, Fail("unknown-operation", str(exc)))
+            return await self.endings.fail(record, Fail("unknown-operation", str(exc)))
         position = await self.queue.waiting(plan.stages[0].models[0], record.tier)
         await self.events.emit(job.job_id, job.tenant_id, once="queued",
                                queued=pb.Queued(lane=record.lane, position=position))
@@ -67,7 +71,16 @@ class Scheduler:
     async def on_cancelled(self, job_id: str) -> None:
         record = await self.jobs.get(job_id)
         if record is not None and record.status is JobStatus.CANCELLED:
-            await self._announce_end(record)
+            await self.endings.announce(record)
+
+    async def not_processed(self, job_id: str, error: BaseException) -> None:
+        """End the job ``job_id`` of a JobSubmitted that went to the dead-letter topic (``error``: why):
+        failed, code ``not-processed``, unless it has ended. An unknown job id is logged."""
+        record = await self.jobs.get(job_id) if job_id else None
+        if record is None:
+            return log.warning("dead-lettered submission of unknown job %r (%r)", job_id, error)
+        await self.endings.fail(record, Fail("not-processed", "the scheduler could not process the job's "
+                                             "submission; it was set aside for the operators"))
 
     async def on_result(self, result: pb.TaskResult) -> None:
         await self.queue.finish(result.task_id)
@@ -83,7 +96,8 @@ class Scheduler:
                                                   result.error.message, result.error.retryable)
             outputs = await self.stages.outputs(record.job_id)
             plan = Plan.of(record)
-            await self._finish_stage(record, result.stage, plan.output_of(result.stage, result.output, outputs))
+            await self._finish_stage(record, result.stage,
+                                     plan.output_of(result.stage, result.output, outputs, result.model))
             await self._advance(record, plan)
         finally:
             await self.pump(result.model)
@@ -95,7 +109,7 @@ class Scheduler:
         if record is None:
             log.warning(unknown, job_id)
         elif record.status in TERMINAL:
-            await self._announce_end(record)
+            await self.endings.announce(record)
         else:
             return record
         return None
@@ -111,7 +125,7 @@ class Scheduler:
         record = await self.jobs.get(task.job_id)
         if record is None or record.status in TERMINAL:  # cancelled while it waited
             await self.queue.finish(queue_id)
-            return
+            return await self.endings.announce(record)  # in case its JobCancelled never came
         await self.stages.set_state(record.job_id, task.stage, State.dispatched(task.attempt))
         await publish(self._broker, model_topic(task.model), task, partition=picked.partition)
         await self.queue.confirm(queue_id)
@@ -144,7 +158,7 @@ class Scheduler:
         while True:
             states = await self.stages.states(record.job_id)
             if plan.is_complete(states):
-                return await self._complete(record, plan)
+                return await self.endings.complete(record, plan)
             ready = plan.ready(states)
             if not ready:
                 break
@@ -155,7 +169,7 @@ class Scheduler:
                     case Skip() as skip:
                         await self._finish_stage(record, skip.stage, skip.output, State.SKIPPED)
                     case Fail() as fail:
-                        return await self._fail(record, fail)
+                        return await self.endings.fail(record, fail)
                     case Dispatch() as dispatch:
                         await self._queue_stage(record, dispatch)
         await self.jobs.set_status(record.job_id, JobStatus.RUNNING)
@@ -180,7 +194,7 @@ class Scheduler:
                               retryable: bool) -> None:
         retry = self.retries.after_failure(stage, attempt, code, message, retryable)
         if isinstance(retry, Fail):
-            return await self._fail(record, retry)
+            return await self.endings.fail(record, retry)
         log.info("job %s: %s failed (%s); attempt %d in %.1f s", record.job_id, stage, retry.reason,
                  retry.attempt, retry.delay_s)
         await self.events.emit(record.job_id, record.tenant_id, once=f"{stage}:retry:{retry.attempt}",
@@ -196,13 +210,14 @@ class Scheduler:
         """Finish the stage with an earlier job's identical result, if one is known to exist (that
         needs the model's weights digest, which a worker records when it loads the model)."""
         weights = await self.models.weights(dispatch.model)
-        key = dispatch.reuse_key(record.tenant_id, weights) if weights else None
+        key = dispatch.reuse_key(self._keyring, record.tenant_id, weights) if weights else None
         cached = await self._store.read_manifest(key) if key else None
         if cached is None or not await self._store.touch(
-                [sibling_key(key, "manifest.json")] + [ref.key for ref in cached.objects if "/cache/" in ref.key]):
+                [sibling_key(key, "manifest.json")] + [ref.key for ref in cached.objects if "/cache/" in ref.key],
+                record.expires_at or None):  # kept until this job's deadline
             return False
         log.info("job %s: %s reused from %s", record.job_id, dispatch.stage, key)
-        await self._finish_stage(record, dispatch.stage, passed_on(cached, dispatch.inputs))
+        await self._finish_stage(record, dispatch.stage, warned(passed_on(cached, dispatch.inputs), dispatch.warning))
         return True
 
     async def _finish_stage(self, record: JobRecord, stage: str, output: pb.TaskOutput,
@@ -212,28 +227,3 @@ class Scheduler:
         if state == State.DONE:
             await self.events.emit(record.job_id, record.tenant_id, once=f"{stage}:done",
                                    stage_completed=pb.StageCompleted(stage=stage, output=image_of(output)))
-
-    # ---- the end -----------------------------------------------------------------------------
-    async def _complete(self, record: JobRecord, plan: Plan) -> None:
-        done = plan.completion(await self.stages.outputs(record.job_id))
-        await self.jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results, warnings=done.warnings)
-        await self._announce_end(await self.jobs.get(record.job_id))
-
-    async def _fail(self, record: JobRecord, fail: Fail) -> None:
-        log.info("job %s failed at %r: %s %s", record.job_id, fail.stage, fail.code, fail.message)
-        await self.jobs.set_status(record.job_id, JobStatus.FAILED, error_code=fail.code,
-                                   error_message=fail.message, error_stage=fail.stage)
-        await self._announce_end(await self.jobs.get(record.job_id))
-
-    async def _announce_end(self, record: JobRecord) -> None:
-        """(Re-)publish a finished job's terminal event, and count it in its batch; the event's
-        id and the batch's set of ended jobs make repeats harmless."""
-        if ending := announcement(record):
-            await self.events.emit(record.job_id, record.tenant_id, once="end", **ending)
-        if record.batch_id:
-            batch = await self.batches.job_ended(record.batch_id, record.job_id,
-                                                 record.status is JobStatus.COMPLETED)
-            if batch is not None:
-                await self.events.emit(batch.batch_id, batch.tenant_id, once=f"progress:{batch.done + batch.failed}",
-                                       batch_progress=pb.BatchProgress(done=batch.done, failed=batch.failed,
-                                                                       total=batch.total))

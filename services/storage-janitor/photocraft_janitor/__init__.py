@@ -1,1 +1,1 @@
-"""storage-janitor: users' photos are deleted once they are older than the TTL (24 h)."""
+"""storage-janitor: everything of a job is purged at its deadline (created_at + the lifetime, 24 h)."""

@@ -1,31 +1,108 @@
-"""Purging expired objects.
+"""Purging what is due: from the expiry index every pass, and by listing the bucket as a safety net.
 
-Every ``interval_s`` the janitor lists the bucket and deletes each object
-whose LastModified is older than ``ttl_s``. It also puts a lifecycle rule
-(expire after ceil(TTL) days) on the bucket, as a backstop on stores that
-enforce lifecycle rules, such as AWS S3; SeaweedFS does not enforce them
-promptly, so the sweep is what keeps the promise.
+``purge_due`` takes the index's due entries (photocraft_common.expiry: score <= now) in batches of
+``DELETE_BATCH``, deletes their S3 objects (DeleteObjects, 1000 keys a call) and their jobs' and
+batches' Redis keys (the tombstones stay), and only then removes the entries: a crash repeats work
+instead of losing it, and two replicas purging the same entry do no harm. An object S3 refuses to
+delete keeps its entry, rescheduled ``retry_s`` later, so that it never blocks the others.
+
+``sweep`` lists the whole bucket and deletes each object last modified more than the lifetime ago:
+the safety net for an object the index lost (a Redis restored from an old snapshot), run seldom
+(``sweep_interval_s``, a day). ``ensure_lifecycle_rule`` puts the same rule on the bucket for stores
+that enforce lifecycle rules (AWS S3; SeaweedFS does not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from botocore.client import BaseClient
 
+from photocraft_common.batches import batch_keys
+from photocraft_common.expiry import Entry, ExpiryIndex, object_entry, sort_entries
+from photocraft_common.jobs import job_keys
+
 log = logging.getLogger("photocraft.janitor")
 
-DELETE_BATCH = 1000  # S3's limit for one DeleteObjects call
+DELETE_BATCH = 1000  # S3's limit for one DeleteObjects call; also the index entries taken at a time
 LIFECYCLE_RULE_ID = "photocraft-expire-uploads"
+RETRY_S = 300.0
+
+
+@dataclass
+class PassReport:
+    """One pass over the index: entries taken, objects deleted (or found gone), jobs and batches purged,
+    entries kept for a later pass (``failed``)."""
+
+    entries: int = 0
+    objects: int = 0
+    jobs: int = 0
+    batches: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SweepReport:
     scanned: int = 0
     deleted: int = 0
+
+
+def delete_objects(s3: BaseClient, bucket: str, keys: list[str]) -> list[str]:
+    """Delete ``keys`` from ``bucket``, 1000 a call; returns the keys S3 refused (logged). A key that is
+    not there counts as deleted. Raises botocore's errors when S3 cannot be reached."""
+    refused = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = [{"Key": key} for key in keys[start:start + DELETE_BATCH]]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        for error in response.get("Errors", []):
+            log.warning("could not delete %s/%s: %s", bucket, error.get("Key"), error.get("Code"))
+            refused.append(error["Key"])
+    return refused
+
+
+async def purge(index: ExpiryIndex, s3: BaseClient, entries: list[Entry], now: float,
+                retry_s: float = RETRY_S) -> PassReport:
+    """Purge ``entries`` (due at ``now``, Unix s): their objects, then their Redis keys, then the entries."""
+    due, report = sort_entries(entry.member for entry in entries), PassReport(entries=len(entries))
+    for bucket, keys in due.objects.items():
+        refused = await asyncio.to_thread(delete_objects, s3, bucket, keys)
+        report.objects += len(keys) - len(refused)
+        report.failed += [object_entry(bucket, key) for key in refused]
+    redis_keys = [k for job in due.jobs for k in job_keys(job)] + [k for b in due.batches for k in batch_keys(b)]
+    for start in range(0, len(redis_keys), DELETE_BATCH):
+        await index.redis.delete(*redis_keys[start:start + DELETE_BATCH])
+    report.jobs, report.batches = len(due.jobs), len(due.batches)
+    for member in due.unknown:
+        log.warning("expiry index entry of no known kind dropped: %s", member)
+    failed = set(report.failed)
+    await index.done([entry for entry in entries if entry.member not in failed])
+    if failed:
+        await index.add(failed, now + retry_s)
+    return report
+
+
+async def purge_due(index: ExpiryIndex, s3: BaseClient, now: float, batch: int = DELETE_BATCH,
+                    retry_s: float = RETRY_S) -> PassReport:
+    """Purge every entry of ``index`` due at ``now`` (Unix s), ``batch`` at a time, until none is left.
+
+    Raises redis-py's and botocore's errors when Redis or S3 cannot be reached; what was purged until
+    then stays purged, the rest is done by the next pass.
+    """
+    total = PassReport()
+    while entries := await index.due(now, batch):
+        report = await purge(index, s3, entries, now, retry_s)
+        total.entries += report.entries
+        total.objects += report.objects
+        total.jobs += report.jobs
+        total.batches += report.batches
+        total.failed += report.failed
+        if len(entries) < batch:
+            break
+    return total
 
 
 def ensure_lifecycle_rule(s3: BaseClient, bucket: str, ttl_s: int) -> None:
@@ -40,16 +117,11 @@ def sweep(s3: BaseClient, bucket: str, ttl_s: float, now: datetime | None = None
     """Delete every object of ``bucket`` last modified more than ``ttl_s`` seconds before ``now``."""
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=ttl_s)
     report = SweepReport()
-    expired: list[dict[str, str]] = []
+    expired: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
             report.scanned += 1
             if obj["LastModified"] < cutoff:
-                expired.append({"Key": obj["Key"]})
-    for start in range(0, len(expired), DELETE_BATCH):
-        batch = expired[start:start + DELETE_BATCH]
-        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-        for error in response.get("Errors", []):
-            log.warning("could not delete %s: %s", error.get("Key"), error.get("Message"))
-        report.deleted += len(batch) - len(response.get("Errors", []))
+                expired.append(obj["Key"])
+    report.deleted = len(expired) - len(delete_objects(s3, bucket, expired))
     return report

@@ -1,0 +1,67 @@
+"""The end of a job: its terminal status, its edit of the daily quota, its terminal event, its batch's count.
+
+``complete`` and ``fail`` set the job's terminal status (a guarded transition: the first end wins) and
+``announce`` it. ``announce`` may run any number of times, on any replica, for one ended job (a
+redelivered message, a cancelled job's next message): the edit goes back at most once (the record's
+``edit_returned`` flag, set in the same Redis script, photocraft_common.quotas), the terminal event has
+a fixed id and the batch counts each job once. The edit goes back before the event goes out, so a
+client that reads its quota after the event sees it back. Whether it goes back: outcomes.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from photocraft_common import contracts as pb
+from photocraft_common.batches import BatchStore
+from photocraft_common.events import EventPublisher
+from photocraft_common.jobs import JobRecord, JobStatus, JobStore, job_key
+from photocraft_common.quotas import Quotas
+
+from .outcomes import edit_returned
+from .plan import Fail, Plan, announcement
+from .stages import StageStore
+
+log = logging.getLogger("photocraft.scheduler")
+
+
+class Endings:
+    def __init__(self, jobs: JobStore, stages: StageStore, batches: BatchStore, events: EventPublisher,
+                 quotas: Quotas) -> None:
+        self._jobs, self._stages, self._batches, self._events, self._quotas = jobs, stages, batches, events, quotas
+
+    async def complete(self, record: JobRecord, plan: Plan) -> None:
+        done = plan.completion(await self._stages.outputs(record.job_id))
+        await self._jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results, warnings=done.warnings)
+        await self.announce(await self._jobs.get(record.job_id))
+
+    async def fail(self, record: JobRecord, fail: Fail) -> None:
+        log.info("job %s failed at %r: %s %s", record.job_id, fail.stage, fail.code, fail.message)
+        await self._jobs.set_status(record.job_id, JobStatus.FAILED, error_code=fail.code,
+                                    error_message=fail.message, error_stage=fail.stage)
+        await self.announce(await self._jobs.get(record.job_id))
+
+    async def announce(self, record: JobRecord | None) -> None:
+        """For an ended job (``record``; None: expired, nothing to do): give its edit back if outcomes.py
+        says so, (re-)publish its terminal event and count it in its batch."""
+        if record is None:
+            return
+        await self._return_edit(record)
+        if ending := announcement(record):
+            await self._events.emit(record.job_id, record.tenant_id, once="end", **ending)
+        if record.batch_id:
+            batch = await self._batches.job_ended(record.batch_id, record.job_id,
+                                                  record.status is JobStatus.COMPLETED)
+            if batch is not None:
+                await self._events.emit(batch.batch_id, batch.tenant_id, once=f"progress:{batch.done + batch.failed}",
+                                        batch_progress=pb.BatchProgress(done=batch.done, failed=batch.failed,
+                                                                        total=batch.total))
+
+    async def _return_edit(self, record: JobRecord) -> None:
+        if not record.charge or record.edit_returned:
+            return
+        states = await self._stages.states(record.job_id)
+        outputs = await self._stages.outputs(record.job_id) if record.status is JobStatus.COMPLETED else {}
+        if (reason := edit_returned(record, states, outputs)) and \
+                await self._quotas.return_edit(job_key(record.job_id), record.charge, reason):
+            log.info("job %s: its edit went back to the daily quota (%s)", record.job_id, reason)
