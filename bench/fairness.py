@@ -42,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import cpu_model  # bench/machine.py: scripts run from bench/
 from PIL import Image
 from redis.asyncio import Redis
 from skimage import data
@@ -294,8 +295,7 @@ def main() -> None:
 
 
 def write_report(results: dict, capacity: float, seconds: float, weights: dict[Tier, int]) -> None:
-    cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-               if line.startswith("model name"))
+    cpu = cpu_model()
     backlog = results["flood, fair share (ours)"]["backlog"]
     lines = [
         "# Fairness under a 5x overload: fair share against FIFO",

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py: scripts run from bench/
+
 from photocraft_common.expiry import ExpiryIndex, job_entry, object_entry
 from photocraft_common.jobs import job_keys
 from photocraft_common.redis_client import make_redis
@@ -125,8 +127,7 @@ async def main() -> None:
         await redis.aclose()
 
     per_object = sweep_full_s / listed_full
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
+    cpu = cpu_model()
     lines = [
         "# Janitor: a pass over the expiry index against a LIST sweep of the bucket", "",
         f"Produced by `make bench-janitor` (bench/janitor.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, "

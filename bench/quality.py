@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+from machine import cpu_model  # bench/machine.py: scripts run from bench/
 from photocraft_models import degrade
 from photocraft_models.restoration import baseline_descratch
 from PIL import Image
@@ -183,8 +184,7 @@ def verdicts(table) -> tuple[list[str], list[str]]:
 
 
 def write_report(table, notes, seconds: float) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model() or platform.processor()
     out = [
         "# Quality: restore and enhance against classical baselines", "",
         f"Produced by `make bench-quality` (bench/quality.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "

@@ -34,6 +34,7 @@ import httpx
 import numpy as np
 import redis.asyncio
 import tritonclient.grpc.aio as grpcclient
+from machine import cpu_model  # bench/machine.py: scripts run from bench/
 
 from photocraft_inference.residency import Residency
 
@@ -167,8 +168,7 @@ async def main_async() -> None:
 
 def write_report(results: dict, requests: list[str], footprints: dict[str, int], budget: int) -> None:
     counts = {m: requests.count(m) for m in sorted(MODELS, key=requests.count, reverse=True)}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
+    cpu = cpu_model()
     lines = [
         "# Residency: LRU against load-per-request and no eviction", "",
         f"Produced by `make bench-residency` (bench/residency.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
