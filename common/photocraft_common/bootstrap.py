@@ -1,7 +1,8 @@
 """``photocraft-bootstrap``: create the platform's Kafka topics and S3 bucket, and bring existing topics to spec.
 
 Idempotent. Missing topics are made with the configs of photocraft_common.topics
-(retention derived from ``PHOTOCRAFT_JOB_TTL_S``, the lifetime of a job); topics
+(retention derived from ``PHOTOCRAFT_JOB_TTL_S``, the lifetime of a job, and the
+brokers' ``log.retention.check.interval.ms``, read from the brokers); topics
 that exist, the platform's and every partner's, get those configs too (their
 other topic-level overrides are kept; partitions are left as they are), so that
 upgrading an installation fixes the retention of its topics. Run once per
@@ -16,18 +17,19 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import ClusterAuthorizationFailedError, TopicAlreadyExistsError, for_code
 from botocore.exceptions import ClientError
 
 from .kafka import connection_kwargs
 from .operations import MODELS
 from .settings import KafkaSettings, PlatformSettings
 from .storage import make_client
-from .topics import TopicSpec, partner_tenant, partner_topics, platform_topics
+from .topics import RETENTION_CHECK_INTERVAL_MS, TopicSpec, partner_tenant, partner_topics, platform_topics
 
 log = logging.getLogger("photocraft.bootstrap")
 
 DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source of a topic-level override
+CHECK_INTERVAL = "log.retention.check.interval.ms"
 
 
 def _check(code: int, message: str | None, what: str) -> None:
@@ -86,6 +88,38 @@ def _admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**connection_kwargs(settings), client_id="photocraft-bootstrap")
 
 
+async def _check_interval_ms(admin: AIOKafkaAdminClient) -> int:
+    """The longest ``log.retention.check.interval.ms`` of the cluster's brokers, in ms; Kafka's default
+    (RETENTION_CHECK_INTERVAL_MS, the most docs/deploy.md allows) with a warning when the principal may
+    not describe the brokers' configs (DescribeConfigs on the cluster)."""
+    brokers = (await admin.describe_cluster())["brokers"]
+    described = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(b["node_id"]),
+                                                             {CHECK_INTERVAL: None}) for b in brokers])
+    intervals = []
+    for code, message, _, broker, entries in (r for response in described for r in response.resources):
+        if code == ClusterAuthorizationFailedError.errno:
+            log.warning("%s: not allowed to describe the brokers' configs (%s); assuming %d ms, Kafka's default "
+                        "and the most docs/deploy.md allows", CHECK_INTERVAL, message, RETENTION_CHECK_INTERVAL_MS)
+            return RETENTION_CHECK_INTERVAL_MS
+        _check(code, message, f"describing the configs of broker {broker}")
+        intervals += [int(e[1]) for e in entries if e[0] == CHECK_INTERVAL]
+    if len(intervals) != len(brokers):
+        raise ValueError(f"{len(brokers)} brokers described {CHECK_INTERVAL} {len(intervals)} times")
+    return max(intervals)
+
+
+async def retention_check_interval_ms(settings: KafkaSettings) -> int:
+    """How often, at the longest, the brokers look for segments past retention (their
+    ``log.retention.check.interval.ms``), in ms; see ``_check_interval_ms``. Raises aiokafka's KafkaError
+    when the brokers cannot be reached or refuse (but for the right to describe their configs)."""
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        return await _check_interval_ms(admin)
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list[str]:
     """Create the topics of ``specs`` that do not exist and set the configs of ``specs`` on those that do;
     returns the names of the topics created.
@@ -104,18 +138,30 @@ async def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec]) -> list
 
 async def ensure_all_topics(settings: PlatformSettings, models: list[str]) -> list[str]:
     """``ensure_topics`` for the platform's topics and every partner topic that exists (partners' topics
-    are made by ``photocraft-tenants partner``), all with the retention of ``settings.job_ttl_s``."""
+    are made by ``photocraft-tenants partner``), all with the retention of ``settings.job_ttl_s`` given
+    the brokers' ``log.retention.check.interval.ms``."""
     admin = _admin(settings.kafka)
     await admin.start()
     try:
+        interval_ms = await _check_interval_ms(admin)
+        log.info("%s: %d ms", CHECK_INTERVAL, interval_ms)
         existing = set(await admin.list_topics())
         partners = sorted({tenant for name in existing if (tenant := partner_tenant(name))})
-        specs = platform_topics(models, settings.job_ttl_s) + [
-            s for tenant in partners for s in partner_topics(tenant, lifetime_s=settings.job_ttl_s)
+        specs = platform_topics(models, settings.job_ttl_s, check_interval_ms=interval_ms) + [
+            s for tenant in partners
+            for s in partner_topics(tenant, lifetime_s=settings.job_ttl_s, check_interval_ms=interval_ms)
             if s.name in existing]
         return await _ensure(admin, settings.kafka, specs, existing)
     finally:
         await admin.close()
+
+
+async def ensure_partner_topics(settings: PlatformSettings, tenant: str) -> list[str]:
+    """``ensure_topics`` for a partner tenant's two topics (``topics.partner_topics``), with the retention
+    of ``settings.job_ttl_s`` given the brokers' ``log.retention.check.interval.ms``."""
+    interval_ms = await retention_check_interval_ms(settings.kafka)
+    return await ensure_topics(settings.kafka, partner_topics(tenant, lifetime_s=settings.job_ttl_s,
+                                                              check_interval_ms=interval_ms))
 
 
 def ensure_bucket(settings: PlatformSettings) -> bool:

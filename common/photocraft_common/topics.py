@@ -7,10 +7,11 @@ Retention: no message outlives its topic's ``max_age_ms``: the lifetime of a job
 (``PlatformSettings.job_ttl_s``, 24 h) for topics that carry prompts, parameters
 or events, and at most ``PARTNER_REQUEST_MAX_AGE_S`` (1 h) for partner requests,
 which carry photos. Kafka deletes whole segments, checks every
-``log.retention.check.interval.ms`` and removes the files ``file.delete.delay.ms``
-later, so each topic gets ``segment.ms`` = max age / 12 and ``retention.ms`` = what
-is left once those delays are taken off; timestamps are the broker's
-(``LogAppendTime``), so a producer's clock cannot stretch them.
+``log.retention.check.interval.ms`` (a broker setting: photocraft-bootstrap reads
+it from the brokers) and removes the files ``file.delete.delay.ms`` later, so each
+topic gets ``segment.ms`` = max age / 12 and ``retention.ms`` = what is left once
+those delays are taken off; timestamps are the broker's (``LogAppendTime``), so a
+producer's clock cannot stretch them.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ CHANNELS = [
 
 
 # Kafka's defaults: how often a broker looks for segments past retention (log.retention.check.interval.ms,
-# a broker setting: brokers with a longer one keep messages longer), and how long it keeps a deleted
-# segment's files (file.delete.delay.ms, set on every topic).
+# a broker setting: brokers with a longer one keep messages longer; the local broker checks every 10 s), and how
+# long it keeps a deleted segment's files (file.delete.delay.ms, set on every topic).
 RETENTION_CHECK_INTERVAL_MS = 5 * 60 * 1000
 FILE_DELETE_DELAY_MS = 60 * 1000
 MIN_RETENTION_MS = 60 * 1000  # what consumers get at the least to read a message
@@ -95,8 +96,9 @@ class TopicSpec:
     """A topic as photocraft-bootstrap makes it.
 
     ``max_age_ms``: the longest a message stays in Kafka, readable or on disk, given brokers check
-    retention every ``check_interval_ms``. Raises ValueError when it is too short to leave consumers
-    ``MIN_RETENTION_MS`` to read a message.
+    retention every ``check_interval_ms`` and the topic keeps deleted files ``file_delete_delay_ms``.
+    Raises ValueError when it is too short to leave consumers ``min_retention_ms`` to read a message
+    (the defaults are for production; tests shorten all three with the lifetime).
     """
 
     name: str
@@ -104,14 +106,20 @@ class TopicSpec:
     max_age_ms: int
     max_message_bytes: int = 1024 * 1024
     check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS
+    file_delete_delay_ms: int = FILE_DELETE_DELAY_MS
+    min_retention_ms: int = MIN_RETENTION_MS
 
     def __post_init__(self) -> None:
-        if self.retention_ms < MIN_RETENTION_MS:
-            delays_ms = MIN_RETENTION_MS + self.check_interval_ms + FILE_DELETE_DELAY_MS
+        if self.check_interval_ms <= 0 or self.file_delete_delay_ms < 0:
+            raise ValueError(f"{self.name}: log.retention.check.interval.ms={self.check_interval_ms} and "
+                             f"file.delete.delay.ms={self.file_delete_delay_ms}: the first must be positive, "
+                             "the second not negative")
+        if self.retention_ms < self.min_retention_ms:
+            delays_ms = self.min_retention_ms + self.check_interval_ms + self.file_delete_delay_ms
             shortest_s = math.ceil(delays_ms * SEGMENTS_PER_MAX_AGE / (SEGMENTS_PER_MAX_AGE - 1) / 1000)
             raise ValueError(f"{self.name}: a maximum age of {self.max_age_ms / 1000:g} s is too short for Kafka "
                              f"(segments, log.retention.check.interval.ms={self.check_interval_ms}, "
-                             f"file.delete.delay.ms={FILE_DELETE_DELAY_MS}); at least {shortest_s} s")
+                             f"file.delete.delay.ms={self.file_delete_delay_ms}); at least {shortest_s} s")
 
     @property
     def segment_ms(self) -> int:
@@ -121,30 +129,40 @@ class TopicSpec:
     @property
     def retention_ms(self) -> int:
         """Kafka deletes a segment once its newest message is this old."""
-        return self.max_age_ms - self.segment_ms - self.check_interval_ms - FILE_DELETE_DELAY_MS
+        return self.max_age_ms - self.segment_ms - self.check_interval_ms - self.file_delete_delay_ms
 
     def configs(self) -> dict[str, str]:
         """The topic-level configs of this spec, as Kafka names them."""
         return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms),
-                "segment.ms": str(self.segment_ms), "file.delete.delay.ms": str(FILE_DELETE_DELAY_MS),
+                "segment.ms": str(self.segment_ms), "file.delete.delay.ms": str(self.file_delete_delay_ms),
                 "message.timestamp.type": "LogAppendTime", "max.message.bytes": str(self.max_message_bytes)}
 
 
 def partner_topics(tenant: str, partitions: int = 3, lifetime_s: int = LIFETIME_S,
-                   check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS) -> list[TopicSpec]:
+                   check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS, *,
+                   file_delete_delay_ms: int = FILE_DELETE_DELAY_MS,
+                   min_retention_ms: int = MIN_RETENTION_MS) -> list[TopicSpec]:
     """A partner tenant's request and event topics. Requests carry photos, so their messages may be large
     and stay at most ``PARTNER_REQUEST_MAX_AGE_S`` (or ``lifetime_s`` seconds, if shorter); events stay
-    at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``)."""
+    at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``). ``check_interval_ms``: the brokers'
+    log.retention.check.interval.ms (bootstrap.retention_check_interval_ms reads it); the delays are
+    TopicSpec's, shortened by tests only."""
+    delays = {"file_delete_delay_ms": file_delete_delay_ms, "min_retention_ms": min_retention_ms}
     requests_s = min(PARTNER_REQUEST_MAX_AGE_S, lifetime_s)
     return [TopicSpec(PARTNER_REQUESTS.format(tenant=tenant), partitions, requests_s * 1000,
-                      PARTNER_MESSAGE_BYTES, check_interval_ms),
+                      PARTNER_MESSAGE_BYTES, check_interval_ms, **delays),
             TopicSpec(PARTNER_EVENTS.format(tenant=tenant), partitions, lifetime_s * 1000,
-                      check_interval_ms=check_interval_ms)]
+                      check_interval_ms=check_interval_ms, **delays)]
 
 
 def platform_topics(models: list[str], lifetime_s: int = LIFETIME_S, partitions: int = PARTITIONS,
-                    check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS) -> list[TopicSpec]:
+                    check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS, *,
+                    file_delete_delay_ms: int = FILE_DELETE_DELAY_MS,
+                    min_retention_ms: int = MIN_RETENTION_MS) -> list[TopicSpec]:
     """Every topic the platform needs, given the models it serves; all carry prompts, parameters or
-    events of jobs, so each keeps messages at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``)."""
+    events of jobs, so each keeps messages at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``).
+    ``check_interval_ms`` and the delays as for ``partner_topics``."""
     names = [JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, DEAD_LETTERS, *map(model_topic, models)]
-    return [TopicSpec(name, partitions, lifetime_s * 1000, check_interval_ms=check_interval_ms) for name in names]
+    return [TopicSpec(name, partitions, lifetime_s * 1000, check_interval_ms=check_interval_ms,
+                      file_delete_delay_ms=file_delete_delay_ms, min_retention_ms=min_retention_ms)
+            for name in names]

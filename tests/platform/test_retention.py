@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from google.protobuf.message import DecodeError
 
+from photocraft_common.bootstrap import retention_check_interval_ms
 from photocraft_common.kafka import connection_kwargs, handle_or_dead_letter, make_broker
 from photocraft_common.topics import DEAD_LETTERS, JOBS_CANCELLED, PARTNER_EVENTS, PARTNER_REQUESTS, partner_tenant
 
@@ -23,8 +24,6 @@ from .helpers import partitions
 BIN = Path(sys.executable).parent
 HOUR_MS, DAY_S = 3600 * 1000, 24 * 3600
 WEEK_MS = 7 * 24 * HOUR_MS
-# The broker's log.retention.check.interval.ms (Kafka's default; infra/kafka/server.properties keeps it).
-CHECK_INTERVAL_MS = 5 * 60 * 1000
 
 
 def run(*command: str) -> str:
@@ -41,6 +40,12 @@ async def admin(settings):
     await client.close()
 
 
+@pytest.fixture
+async def check_interval_ms(settings) -> int:
+    """The broker's log.retention.check.interval.ms, as the bootstrap reads it."""
+    return await retention_check_interval_ms(settings.kafka)
+
+
 async def configs(admin, names: list[str]) -> dict[str, dict[str, tuple[str, int]]]:
     """Each topic's effective configs as the broker describes them: name -> (value, config source)."""
     described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
@@ -49,22 +54,23 @@ async def configs(admin, names: list[str]) -> dict[str, dict[str, tuple[str, int
     return found
 
 
-def longest_stay_ms(config: dict[str, tuple[str, int]]) -> int:
+def longest_stay_ms(config: dict[str, tuple[str, int]], check_interval_ms: int) -> int:
     """How long the broker may keep a message: its segment rolls, then the segment's newest message passes
-    retention, then the next retention check, then the files' deletion delay."""
+    retention, then the broker's next retention check (``check_interval_ms``), then the files' deletion delay."""
     return sum(int(config[name][0]) for name in ("segment.ms", "retention.ms", "file.delete.delay.ms")) \
-        + CHECK_INTERVAL_MS
+        + check_interval_ms
 
 
-def assert_bounded(name: str, config: dict[str, tuple[str, int]], lifetime_s: int) -> None:
+def assert_bounded(name: str, config: dict[str, tuple[str, int]], lifetime_s: int, check_interval_ms: int) -> None:
     bound_ms = min(HOUR_MS, lifetime_s * 1000) if name.endswith(".requests") else lifetime_s * 1000
-    assert longest_stay_ms(config) <= bound_ms, (name, {k: config[k] for k in ("segment.ms", "retention.ms")})
+    assert longest_stay_ms(config, check_interval_ms) <= bound_ms, (
+        name, {k: config[k] for k in ("segment.ms", "retention.ms")})
     assert int(config["retention.ms"][0]) >= bound_ms // 2, f"{name}: consumers still need time to read"
     assert config["message.timestamp.type"][0] == "LogAppendTime", name  # no producer's clock stretches it
     assert config["cleanup.policy"][0] == "delete", name
 
 
-async def test_after_bootstrap_every_topic_keeps_messages_within_the_lifetime(admin, settings):
+async def test_after_bootstrap_every_topic_keeps_messages_within_the_lifetime(admin, settings, check_interval_ms):
     assert settings.job_ttl_s <= DAY_S  # the product's promise
     run("photocraft-bootstrap")
     tenant = f"retention-{uuid.uuid4().hex[:8]}"
@@ -74,11 +80,14 @@ async def test_after_bootstrap_every_topic_keeps_messages_within_the_lifetime(ad
             JOBS_CANCELLED} <= set(names)
     found = await configs(admin, names)
     for name in names:
-        assert_bounded(name, found[name], settings.job_ttl_s)
+        assert_bounded(name, found[name], settings.job_ttl_s, check_interval_ms)
+    for name in (PARTNER_REQUESTS.format(tenant=tenant), PARTNER_EVENTS.format(tenant=tenant), DEAD_LETTERS):
+        bound_s = min(3600, settings.job_ttl_s) if name.endswith(".requests") else settings.job_ttl_s
+        assert longest_stay_ms(found[name], check_interval_ms) == bound_s * 1000, name  # the broker's own check
     assert found[PARTNER_REQUESTS.format(tenant=tenant)]["max.message.bytes"][0] == str(16 * 1024 * 1024)
 
 
-async def test_bootstrap_brings_topics_made_with_seven_days_to_spec(admin, settings):
+async def test_bootstrap_brings_topics_made_with_seven_days_to_spec(admin, settings, check_interval_ms):
     """An installation from before: a partner's requests topic made with 7 days (and an override of the
     operator's), and a platform topic with the old configs. The bootstrap fixes both and keeps the override."""
     tenant = f"retention-{uuid.uuid4().hex[:8]}"
@@ -96,7 +105,7 @@ async def test_bootstrap_brings_topics_made_with_seven_days_to_spec(admin, setti
 
         after = await configs(admin, [old, JOBS_CANCELLED])
         for name in (old, JOBS_CANCELLED):
-            assert_bounded(name, after[name], settings.job_ttl_s)
+            assert_bounded(name, after[name], settings.job_ttl_s, check_interval_ms)
         assert after[old]["max.message.bytes"][0] == str(16 * 1024 * 1024)
         assert after[old]["min.insync.replicas"] == ("1", 1)  # still the topic's own override (source 1)
         assert PARTNER_EVENTS.format(tenant=tenant) not in await admin.list_topics()  # fixed, not made

@@ -14,10 +14,10 @@ import argparse
 import asyncio
 
 from photocraft_common.accounts import Accounts
-from photocraft_common.bootstrap import ensure_topics
+from photocraft_common.bootstrap import ensure_partner_topics
 from photocraft_common.redis_client import make_redis
 from photocraft_common.tiers import Tier
-from photocraft_common.topics import PARTNER_EVENTS, PARTNER_REQUESTS, partner_topics
+from photocraft_common.topics import PARTNER_EVENTS, PARTNER_REQUESTS
 
 from .settings import GatewaySettings
 
@@ -30,7 +30,7 @@ async def run(args: argparse.Namespace) -> None:
         if args.command == "create":
             print(await accounts.create_key(args.tenant, Tier(args.tier)))
         elif args.command == "partner":
-            await ensure_topics(settings.kafka, partner_topics(args.tenant, lifetime_s=settings.job_ttl_s))
+            await ensure_partner_topics(settings, args.tenant)
             await accounts.register_partner(args.tenant, Tier(args.tier))
             print(PARTNER_REQUESTS.format(tenant=args.tenant), PARTNER_EVENTS.format(tenant=args.tenant))
         elif not await accounts.revoke_key(args.key):
