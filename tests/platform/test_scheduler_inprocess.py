@@ -216,3 +216,32 @@ async def test_a_cancelled_job_announces_its_end_and_its_waiting_stage_is_droppe
     assert not await harness.redis.exists(f"photocraft:sched:task:{job.job_id}/retouch/1")
     ends = {e.event_id for e in harness.events if e.job_id == job.job_id and e.WhichOneof("kind") == "cancelled"}
     assert list(dict.fromkeys(harness.kinds(job.job_id))) == ["queued", "cancelled"] and len(ends) == 1
+
+
+async def test_a_stage_recorded_but_never_queued_is_queued_when_its_message_comes_again(harness):
+    # A replica died between recording a stage as queued and queueing it; Kafka redelivers the
+    # submission it had not committed.
+    job = JobSubmitted(job_id=uuid.uuid4().hex, tenant_id=new_tenant(), operation="retouch", params_json="{}",
+                       tier="pro", lane="standard")
+    job.input.CopyFrom(ObjectRef(bucket=harness.settings.s3.bucket, key=f"{job.tenant_id}/{job.job_id}/in.png",
+                                 role="image", content_type="image/png", width=64, height=64))
+    await harness.jobs.create(job.job_id, job.tenant_id, "retouch", "{}", job.input, token="t", tier="pro",
+                              lane="standard")
+    await harness.redis.hset(f"photocraft:job:{job.job_id}:stages", "retouch", "queued:1")
+    await publish(harness.broker, JOBS_SUBMITTED, job)
+    (task,) = harness.tasks_of(job.job_id)
+    assert (task.stage, task.attempt) == ("retouch", 1) and harness.states_at_publish[-1] == "dispatched:1"
+    await publish(harness.broker, JOBS_SUBMITTED, job)  # once more: the queue holds it, nothing new
+    assert len(harness.tasks_of(job.job_id)) == 1
+
+
+async def test_a_result_recorded_by_a_replica_that_died_still_moves_the_job_on(harness):
+    job = await harness.submit("enhance", {"scale": 1, "denoise": 0.5})  # denoise, then tone
+    (denoise,) = harness.tasks_of(job.job_id)
+    denoised = ObjectRef(bucket="photocraft", key=f"{job.tenant_id}/{job.job_id}/denoise.png", role="image")
+    # The dying replica recorded denoise as done, then died before queueing tone.
+    await harness.redis.hset(f"photocraft:job:{job.job_id}:outputs", "denoise",
+                             TaskOutput(objects=[denoised]).SerializeToString())
+    await harness.redis.hset(f"photocraft:job:{job.job_id}:stages", "denoise", "done")
+    await harness.result(denoise, denoised)  # redelivered
+    assert [t.stage for t in harness.tasks_of(job.job_id)] == ["denoise", "tone"]

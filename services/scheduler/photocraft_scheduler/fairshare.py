@@ -47,6 +47,7 @@ CLAIM_TIMEOUT_MS = 30_000
 # KEYS: none (prefix-built). ARGV: prefix, task id, payload, model, tier, tenant, cost, due ms (0: now).
 _ENQUEUE = """
 local p, id, model, tier, tenant = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
+if redis.call('EXISTS', p..'task:'..id) == 1 then return -1 end
 redis.call('HSET', p..'task:'..id, 'payload', ARGV[3], 'model', model, 'tier', tier, 'tenant', tenant,
            'cost', ARGV[7])
 if tonumber(ARGV[8]) > 0 then
@@ -179,10 +180,11 @@ class FairShare:
         return int(self._clock() * 1000)
 
     async def enqueue(self, task_id: str, payload: bytes, model: str, tier: str, tenant: str, cost: int,
-                      delay_s: float = 0.0) -> None:
-        """Queue a stage (after ``delay_s``, for a retry)."""
+                      delay_s: float = 0.0) -> bool:
+        """Queue a stage (after ``delay_s``, for a retry); False when the queue holds ``task_id`` already
+        (waiting, delayed, claimed or out), which it then leaves as it is."""
         due = self._now_ms() + int(delay_s * 1000) if delay_s else 0
-        await self._enqueue(args=[self.prefix, task_id, payload, model, tier, tenant, cost, due])
+        return await self._enqueue(args=[self.prefix, task_id, payload, model, tier, tenant, cost, due]) != -1
 
     async def release_due(self) -> list[str]:
         return [i.decode() for i in await self._release_due(args=[self.prefix, self._now_ms()])]

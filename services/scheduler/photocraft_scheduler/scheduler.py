@@ -90,6 +90,8 @@ class Scheduler:
             state = await self.stages.state(record.job_id, result.stage)
             if not State.is_current(state, result.attempt):
                 log.info("stale result %s (attempt %d; stage is %s) ignored", result.task_id, result.attempt, state)
+                if state in (State.DONE, State.SKIPPED):  # a replica died after recording it: go on from there
+                    await self._advance(record, Plan.of(record))
                 return
             if result.WhichOneof("outcome") == "error":
                 return await self._failed_attempt(record, result.stage, result.attempt, result.error.code,
@@ -155,6 +157,7 @@ class Scheduler:
 
     # ---- stages ------------------------------------------------------------------------------
     async def _advance(self, record: JobRecord, plan: Plan) -> None:
+        await self._requeue_lost(record, plan)
         while True:
             states = await self.stages.states(record.job_id)
             if plan.is_complete(states):
@@ -173,6 +176,23 @@ class Scheduler:
                     case Dispatch() as dispatch:
                         await self._queue_stage(record, dispatch)
         await self.jobs.set_status(record.job_id, JobStatus.RUNNING)
+
+    async def _requeue_lost(self, record: JobRecord, plan: Plan) -> None:
+        """Queue again the stages recorded as queued that never reached the queue (a replica died
+        between the two writes); the queue leaves alone a task it holds already."""
+        states = await self.stages.states(record.job_id)
+        waiting = {name: n for name, state in states.items() if (n := State.queued_attempt(state))}
+        if not waiting or not self._settings.fair_share:
+            return
+        outputs, available = await self.stages.outputs(record.job_id), await self.models.available()
+        for name, attempt in waiting.items():
+            dispatch = plan.redispatch(name, states, outputs, available)
+            task = dispatch.task(record, attempt, pb.now())
+            if await self.queue.enqueue(task.task_id, task.SerializeToString(), dispatch.model, record.tier,
+                                        record.tenant_id, work_cost(record)):
+                log.warning("job %s: %s was recorded as queued but not in the queue; queued again", record.job_id,
+                            name)
+                await self.pump(dispatch.model)
 
     async def _queue_stage(self, record: JobRecord, dispatch: Dispatch, attempt: int = 1, delay_s: float = 0) -> None:
         if attempt == 1 and await self._reused(record, dispatch):

@@ -45,6 +45,12 @@ class State:
         return f"queued:{attempt}"
 
     @staticmethod
+    def queued_attempt(state: str) -> int | None:
+        """The attempt of a stage recorded as queued; None for any other state."""
+        kind, _, attempt = state.partition(":")
+        return int(attempt) if kind == "queued" else None
+
+    @staticmethod
     def dispatched(attempt: int) -> str:
         return f"dispatched:{attempt}"
 
