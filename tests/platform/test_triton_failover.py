@@ -10,6 +10,8 @@ import httpx
 import redis.asyncio
 from skimage import data
 
+from photocraft_common.models import AVAILABLE
+
 from .helpers import download, events_until, fresh, job_events, png_bytes, submit, supervisorctl, wait_until
 
 
@@ -66,8 +68,22 @@ async def test_jobs_move_to_the_other_instance_when_one_dies(gateway):
     assert failovers() > before, "no request was in flight on the killed instance: the test proved nothing"
 
 
+async def ready(client: httpx.AsyncClient, port: int) -> bool:
+    try:
+        return (await client.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 async def test_service_resumes_on_its_own_after_every_triton_restarted(gateway):
     supervisorctl("restart", "infra:triton", "infra:triton-2")
+    async with asyncio.timeout(90), httpx.AsyncClient() as client:
+        for port in (8000, 8100):  # both instances up again
+            while not await ready(client, port):
+                await asyncio.sleep(0.5)  # a poll of a starting server, bounded by the timeout
+    # What the workers reported before the restart is still valid for a while: forget it, and wait for
+    # a report made since (it is what the scheduler goes by).
+    await redis.asyncio.Redis().hdel(AVAILABLE, "u2netp")
     await wait_until("u2netp", available=True, timeout_s=90)
     events = await job_events(gateway, "remove-background", {}, png_bytes(fresh(data.astronaut()[:128, :128])))
     assert events[-1]["type"] == "completed", events[-1]
