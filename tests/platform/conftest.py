@@ -6,8 +6,10 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from skimage import data as samples
 
+from photocraft_common.kafka import connection_kwargs
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
 
@@ -30,6 +32,15 @@ def platform_is_up() -> None:
 @pytest.fixture(scope="session")
 def s3(settings):
     return make_client(settings.s3)
+
+
+@pytest.fixture
+async def admin(settings):
+    """A Kafka admin client of the local broker."""
+    client = AIOKafkaAdminClient(**connection_kwargs(settings.kafka))
+    await client.start()
+    yield client
+    await client.close()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from photocraft_common.bootstrap import ensure_topics, retention_check_interval_ms
@@ -38,14 +37,6 @@ FILE_DELETE_DELAY_MS = 5_000  # shortened with it (production: 60 s)
 MIN_RETENTION_MS = 20_000  # idem (production: 60 s)
 POLL_S = 0.5
 LATE_S = 15  # how long past a bound the test keeps polling, so that a failure says by how much
-
-
-@pytest.fixture
-async def admin(settings):
-    client = AIOKafkaAdminClient(**connection_kwargs(settings.kafka))
-    await client.start()
-    yield client
-    await client.close()
 
 
 @pytest.fixture

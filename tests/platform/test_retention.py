@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from google.protobuf.message import DecodeError
 
@@ -30,14 +30,6 @@ def run(*command: str) -> str:
     result = subprocess.run([BIN / command[0], *command[1:]], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
-
-
-@pytest.fixture
-async def admin(settings):
-    client = AIOKafkaAdminClient(**connection_kwargs(settings.kafka))
-    await client.start()
-    yield client
-    await client.close()
 
 
 @pytest.fixture
