@@ -1,12 +1,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
-        bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
+        bench bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
         model-configs chart-lint chart-test podman base-image images
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
 HELM := var/bin/helm
+JAEGER := var/bin/jaeger
 CHART := charts/photocraft
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PROTO_OUT := common/photocraft/v1/jobs_pb2.py
@@ -14,7 +15,7 @@ PROTO_OUT := common/photocraft/v1/jobs_pb2.py
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp proto weights ## Install everything missing (idempotent)
+install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp $(JAEGER) proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
 	@dpkg -s redis-server libvulkan1 libomp5-14 chromium chromium-driver unzip >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
@@ -46,6 +47,14 @@ var/kafka/tools-libs/.stamp: infra/kafka/tools-pom.xml
 	mvn -q -B -f infra/kafka/tools-pom.xml dependency:copy-dependencies -DincludeScope=runtime \
 	    -DoutputDirectory=$(CURDIR)/var/kafka/tools-libs
 	touch $@
+
+# Jaeger v2 all-in-one (traces: infra/jaeger/config.yaml, docs/observability.md), built from the Go module
+# proxy at the versions infra/jaeger/go.mod pins (`go install ...@version` refuses Jaeger's replace directives).
+# About 7 min on 2 cores the first time; Go's build cache makes a rebuild (after make clean) take seconds.
+$(JAEGER): infra/jaeger/go.mod infra/jaeger/go.sum
+	@command -v go >/dev/null || { echo "Go is required to build Jaeger (https://go.dev/dl/)"; exit 1; }
+	mkdir -p var/bin
+	cd infra/jaeger && go build -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
 
 proto: $(PROTO_OUT) ## Generate Python code from proto/ into common/photocraft/
 
@@ -86,6 +95,9 @@ test: up images $(HELM) ## Run every test: unit, model code, the chart, the plat
 unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing running
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest tests/unit
+
+bench: up ## Remove-background against rembg, and more -> bench/results/speed.md (COLD=1: restarts the platform)
+	$(PY) bench/speed.py $(if $(COLD),--cold)
 
 bench-quality: demo-key ## Restore and enhance against classical baselines -> bench/results/quality.md
 	$(DEMO_KEY) $(MODELS_PY) bench/quality.py

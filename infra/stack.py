@@ -42,6 +42,7 @@ PORTS = {
     "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
     "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080], "notifier": [8081],
     "gpu-inference": [9400, 9401], "scheduler": [9410], "storage-janitor": [9420],
+    "jaeger": [16686, 16685, 4317, 4318, 14269],
 }
 # Where each service process answers /healthz and /readyz (photocraft_common.health).
 HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
@@ -151,6 +152,7 @@ def up() -> None:
     wait_for("kafka", check_kafka)
     wait_for("triton", check_http("http://127.0.0.1:8000/v2/health/ready"))
     wait_for("triton-2", check_http("http://127.0.0.1:8100/v2/health/ready"))
+    wait_for("jaeger", check_http("http://127.0.0.1:16686/api/services"))  # traces; the services run without it
     subprocess.run([BIN / "photocraft-bootstrap"], check=True)
     print("services:")
     supervisorctl("start", "services:*", check=False)

@@ -30,6 +30,7 @@ from .events import EventPublisher
 from .jobs import JobStatus, JobStore, job_key
 from .kafka import publish
 from .quotas import Charge, Quotas
+from .telemetry import current_traceparent, tracer
 from .topics import JOBS_CANCELLED, JOBS_SUBMITTED
 
 log = logging.getLogger("photocraft.handover")
@@ -63,10 +64,17 @@ class Handover:
         self._jobs, self._events, self._broker, self._quotas, self._batches = jobs, events, broker, quotas, batches
 
     async def record(self, job: NewJob) -> str:
-        """Record ``job`` as queued; returns its own secret (the record keeps its sha256)."""
+        """Record ``job`` as queued; returns its own secret (the record keeps its sha256). The record also
+        keeps the context of the span ``job <operation>`` begun here, a child of the current one (the upload
+        request, a partner's request), which every later span of the job descends from."""
         token = secrets.token_urlsafe(32)
-        await self._jobs.create(job.job_id, job.tenant_id, job.operation, job.params_json, job.input, token,
-                                job.tier, job.lane, job.batch_id, charge=job.charge)
+        attributes = {"photocraft.job_id": job.job_id, "photocraft.tenant": job.tenant_id,
+                      "photocraft.operation": job.operation, "photocraft.lane": job.lane,
+                      "photocraft.batch_id": job.batch_id}
+        with tracer.start_as_current_span(f"job {job.operation}", attributes=attributes):
+            await self._jobs.create(job.job_id, job.tenant_id, job.operation, job.params_json, job.input, token,
+                                    job.tier, job.lane, job.batch_id, charge=job.charge,
+                                    traceparent=current_traceparent())
         return token
 
     async def one(self, job: NewJob) -> None:

@@ -8,8 +8,9 @@
      "checks": {"kafka": "ok", "redis": "ConnectionError: ...", "s3": "ok"}}
 
 Nothing is cached between probes. ``verdict`` is the decision alone (no I/O); ``kafka_check``,
-``redis_check`` and ``S3Check`` do the I/O; ``HealthServer`` serves both routes with aiohttp for the
-services that have no HTTP server of their own (the gateway and notifier add them to their FastAPI apps).
+``redis_check`` and ``S3Check`` do the I/O; ``HealthServer`` serves both routes (and ``/metrics``) with
+aiohttp for the services that have no HTTP server of their own (the gateway and notifier add them to their
+FastAPI apps).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+
+from .metrics import aiohttp_handler
 
 log = logging.getLogger("photocraft.health")
 
@@ -111,8 +114,9 @@ def checks(*, kafka=None, redis=None, s3=None, bucket: str = "") -> dict[str, Ch
 
 
 class HealthServer:
-    """``/healthz`` and ``/readyz`` (plus ``routes``, e.g. ``{"/metrics": handler}``) on ``host:port``,
-    served by aiohttp in the running event loop. Port 0 takes a free port (see ``port`` after ``start``).
+    """``/healthz``, ``/readyz``, ``/metrics`` (Prometheus: metrics.aiohttp_handler) and ``routes``, e.g.
+    ``{"/debug": handler}``, on ``host:port``, served by aiohttp in the running event loop. Port 0 takes a
+    free port (see ``port`` after ``start``).
 
     ``start`` raises OSError when the address is taken.
     """
@@ -123,7 +127,7 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        for path, handler in (routes or {}).items():
+        for path, handler in {"/metrics": aiohttp_handler, **(routes or {})}.items():
             app.router.add_get(path, handler)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
 
@@ -138,7 +142,7 @@ class HealthServer:
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = self._runner.addresses[0][1]
-        log.info("health on http://%s:%d (/healthz, /readyz)", self.host, self.port)
+        log.info("health on http://%s:%d (/healthz, /readyz, /metrics)", self.host, self.port)
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
+from . import logs
 from .accounts import Identity
 from .batches import BatchStore
 from .contracts import ObjectRef, new_id
@@ -31,6 +32,7 @@ from .guards import Prober, check_form
 from .handover import Handover, NewJob
 from .images import ImageInfo
 from .jobs import JobStore
+from .metrics import JOBS_SUBMITTED_TOTAL
 from .models import ModelDirectory
 from .operations import MEGAPIXEL, Operation, UnknownOperation, ValidationError, get_operation, parse_params
 from .problems import Problem
@@ -128,11 +130,13 @@ class Intake:
             [info] = await self._check_photos(admitted, [(photo.name, data)])
         grant = await self._take_quota(caller, admitted.policy, 1, client_ip)
         job_id = job_id or new_id()
+        logs.mark(job_id, caller.tenant_id)
         async with self._giving_back(grant):
             ref = await self._store_photo(caller.tenant_id, job_id, data, info) if data is not None else None
             job = self._new_job(caller, admitted, job_id, ref, lane(admitted, info), grant.charges()[0])
             token = await self._handover.record(job)
         await self._handover.one(job)
+        JOBS_SUBMITTED_TOTAL.labels(name, caller.tier.value).inc()
         return Queued(job_id, token, Lane(job.lane))
 
     async def submit_batch(self, caller: Identity, operation: str, params: str | None, photos: Sequence[Upload], *,
@@ -159,6 +163,7 @@ class Intake:
                 queued.append(Queued(job_id, await self._handover.record(jobs[-1]), Lane.HEAVY))
             await self._batches.create(batch_id, caller.tenant_id, operation, [j.job_id for j in jobs], token)
         await self._handover.batch(batch_id, jobs)
+        JOBS_SUBMITTED_TOTAL.labels(operation, caller.tier.value).inc(len(jobs))
         return QueuedBatch(batch_id, token, queued)
 
     async def admit(self, caller: Identity, operation: str, params: str | None) -> Admitted:

@@ -10,7 +10,8 @@ and the keys next to it (``job_keys``); and a tombstone that outlives it by
 would have opened the job learns that it was purged (410) and nobody else does.
 The record keeps the job's edit of its caller's daily quota (``quota_keys``,
 ``quota_edit``: photocraft_common.quotas.Charge) and, once the edit was given
-back, why (``edit_returned``).
+back, why (``edit_returned``); the record and the tombstone keep the W3C
+``traceparent`` of the job's intake, the context of its trace (photocraft_common.telemetry).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Tombstone(BaseModel):
 
     tenant_id: str
     token_sha256: str
+    traceparent: str = ""  # the job's trace, for the storage-janitor's purge span
 
     def token_matches(self, token: str) -> bool:
         return hmac.compare_digest(self.token_sha256, hash_token(token))
@@ -125,6 +127,7 @@ class JobRecord(BaseModel):
     quota_keys: str = ""  # the quota counters charged, space-separated
     quota_edit: str = ""  # the edit's member on each of them
     edit_returned: str = ""  # why the edit went back to the quota ("failed", ...); "" while it counts
+    traceparent: str = ""  # W3C: the job's trace, which its stages continue (photocraft_common.telemetry)
 
     model_config = {"arbitrary_types_allowed": True}
 
@@ -153,8 +156,9 @@ class JobStore:
 
     async def create(self, job_id: str, tenant_id: str, operation: str, params_json: str,
                      input_ref: ObjectRef | None, token: str, tier: str, lane: str, batch_id: str = "",
-                     charge: Charge | None = None) -> None:
-        """Record a new job, queued; ``charge`` is its edit of the caller's daily quota (None: none)."""
+                     charge: Charge | None = None, traceparent: str = "") -> None:
+        """Record a new job, queued; ``charge`` is its edit of the caller's daily quota (None: none),
+        ``traceparent`` the W3C context of its trace ("": none)."""
         stamp, charge = time.time(), charge or Charge()
         expires_at = stamp + self._ttl_s
         fields = {
@@ -163,11 +167,14 @@ class JobStore:
             "input": ref_to_json(input_ref) if input_ref else "", "tier": tier, "lane": lane,
             "batch_id": batch_id, "created_at": stamp, "updated_at": stamp, "token_sha256": hash_token(token),
             "quota_keys": " ".join(charge.keys), "quota_edit": charge.member, "expires_at": expires_at,
+            "traceparent": traceparent,
         }
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(job_key(job_id), mapping=fields)
             pipe.expire(job_key(job_id), self._ttl_s)
             bury(pipe, "job", job_id, tenant_id, token, self._ttl_s)
+            if traceparent:
+                pipe.hset(tombstone_key("job", job_id), "traceparent", traceparent)
             self._expiry.schedule(pipe, [job_entry(job_id)] + ([batch_entry(batch_id)] if batch_id else []),
                                   expires_at)
             await pipe.execute()

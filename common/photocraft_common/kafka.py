@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from google.protobuf.message import DecodeError, Message
 from tenacity import (
@@ -25,11 +27,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from .logs import KafkaJobMiddleware
+from .metrics import KafkaHopMiddleware
 from .settings import KafkaSettings
+from .telemetry import attached
 from .topics import DEAD_LETTERS
 
 __all__ = ["AckPolicy", "Unprocessable", "broker_security", "connection_kwargs", "dead_letter",
-           "handle_or_dead_letter", "make_broker", "publish", "subscriber_options"]
+           "handle_or_dead_letter", "make_broker", "poll_without_pause", "publish", "subscriber_options"]
 
 log = logging.getLogger("photocraft.kafka")
 
@@ -69,7 +74,10 @@ def broker_security(settings: KafkaSettings) -> BaseSecurity | None:
 def make_broker(settings: KafkaSettings, client_id: str, metadata_max_age_ms: int = 300_000) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas and never creates topics.
 
-    ``metadata_max_age_ms`` bounds how late a new topic matching a subscribed pattern is seen.
+    ``metadata_max_age_ms`` bounds how late a new topic matching a subscribed pattern is seen. Every
+    consumed message's hop is measured (metrics.KafkaHopMiddleware) and its handling's log lines name its
+    job (logs.KafkaJobMiddleware). FastStream's OpenTelemetry middleware (outermost) traces every publish and
+    consume: the W3C ``traceparent`` travels in the message's headers (photocraft_common.telemetry).
     """
     return KafkaBroker(
         settings.bootstrap_servers,
@@ -80,6 +88,8 @@ def make_broker(settings: KafkaSettings, client_id: str, metadata_max_age_ms: in
         allow_auto_create_topics=False,
         graceful_timeout=30.0,
         metadata_max_age_ms=metadata_max_age_ms,
+        middlewares=(KafkaTelemetryMiddleware(), KafkaHopMiddleware, KafkaJobMiddleware),
+        logger=logging.getLogger("faststream.kafka"),  # a plain logger: the service's handler writes its lines
     )
 
 
@@ -100,20 +110,43 @@ def subscriber_options(settings: KafkaSettings, group_id: str, ack_policy: AckPo
     }
 
 
-async def publish(broker: KafkaBroker, topic: str, message: Message, partition: int | None = None) -> None:
+def poll_without_pause(subscriber, wait_ms: int = 1000):
+    """Make a FastStream batch subscriber (``broker.subscriber(..., batch=True)``) poll again at once
+    after a poll that found nothing; returns it.
+
+    FastStream 0.7's batch subscriber waits up to ``batch_timeout_ms`` (200) for records and, when none
+    came, sleeps as long again before the next poll: a message written during that sleep waited up to
+    200 ms more (the 180-256 ms mode of the scheduler -> worker hop; bench/results/worker_path.md).
+    Here each poll waits up to ``wait_ms`` and aiokafka's ``getmany`` returns as soon as records are
+    fetched (as many as are there, up to the subscriber's ``max_records``), so an idle subscriber wakes
+    once per ``wait_ms`` and a record is handed over when it arrives. Stopping is unchanged: the stopped
+    consumer's poll returns nothing, or raises ConsumerStoppedError, and the consume loop ends.
+    """
+    async def get_msg(consumer) -> tuple:
+        batches = await consumer.getmany(timeout_ms=wait_ms, max_records=subscriber.max_records)
+        return tuple(record for records in batches.values() for record in records)
+
+    subscriber.get_msg = get_msg
+    return subscriber
+
+
+async def publish(broker: KafkaBroker, topic: str, message: Message, partition: int | None = None,
+                  traceparent: str | None = None) -> None:
     """Publish ``message`` (which has a ``job_id`` field) keyed by its job id, to the key's
-    partition unless ``partition`` is given.
+    partition unless ``partition`` is given. With ``traceparent`` (W3C; e.g. the job's, from its record)
+    it is published as part of that trace instead of the current span's (telemetry.attached).
 
     Returns once the broker has acknowledged the write; raises aiokafka's
     KafkaError when it could not be written.
     """
-    await broker.publish(
-        message.SerializeToString(),
-        topic,
-        key=message.job_id.encode(),
-        partition=partition,
-        headers={"message-type": message.DESCRIPTOR.full_name},
-    )
+    with attached(traceparent) if traceparent is not None else nullcontext():
+        await broker.publish(
+            message.SerializeToString(),
+            topic,
+            key=message.job_id.encode(),
+            partition=partition,
+            headers={"message-type": message.DESCRIPTOR.full_name},
+        )
 
 
 class Unprocessable(Exception):

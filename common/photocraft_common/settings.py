@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .keyring import Keyring, KeyringMissing
@@ -193,6 +193,22 @@ class RedisSettings(BaseModel):
         return self
 
 
+LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4318"  # the local stack's Jaeger, its OTLP/HTTP receiver
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (photocraft_common.telemetry), e.g. ``PHOTOCRAFT_TRACING__SAMPLE_RATIO=0.1``."""
+
+    model_config = PRIVATE
+
+    enabled: bool = True
+    # An OTLP/HTTP receiver's base URL (spans go to <endpoint>/v1/traces). Unset: the local stack's Jaeger
+    # in the local profile (LOCAL_OTLP_ENDPOINT); none in production, where tracing is then off. Empty: off.
+    endpoint: str | None = None
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # of the traces started here; a job's spans follow its root
+    export_timeout_s: float = Field(5.0, gt=0)  # per export request; a failed export is dropped
+
+
 class PlatformSettings(BaseSettings):
     """Connection settings shared by all services; each service extends it.
 
@@ -207,6 +223,7 @@ class PlatformSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     redis: RedisSettings = RedisSettings()
+    tracing: TracingSettings = TracingSettings()
     # The lifetime of everything of a job, in seconds (24 h; lower only for tests): its Redis record,
     # parameters, prompt, stage state and event log expire after it, and photocraft-bootstrap derives
     # the Kafka topics' retention from it (photocraft_common.topics).
@@ -220,6 +237,7 @@ class PlatformSettings(BaseSettings):
     keyring: Keyring | None = None
     keyring_file: Path | None = None
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"  # JSON lines (photocraft_common.logs), or text for a terminal
     # Proxies whose X-Forwarded-For the gateway and the notifier believe: addresses or CIDR networks,
     # comma-separated (PHOTOCRAFT_TRUSTED_PROXIES=10.42.0.0/16,192.0.2.7; set but empty: none). A client is
     # the rightmost address of the chain that is not a trusted proxy (uvicorn's ProxyHeadersMiddleware).
@@ -272,6 +290,12 @@ class PlatformSettings(BaseSettings):
     def _profile_proxies(self) -> PlatformSettings:
         if self.trusted_proxies is None:
             self.trusted_proxies = list(TRUSTED_PROXIES[self.profile])
+        return self
+
+    @model_validator(mode="after")
+    def _profile_tracing(self) -> PlatformSettings:
+        if self.tracing.endpoint is None and self.profile == "local":
+            self.tracing = self.tracing.model_copy(update={"endpoint": LOCAL_OTLP_ENDPOINT})
         return self
 
     def required_keyring(self) -> Keyring:

@@ -47,6 +47,10 @@ class U2Net:
         weights = version_dir / {"fp32": "model.onnx", "int8": "model.int8.onnx"}[precision]
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("PHOTOCRAFT_ORT_THREADS", "0"))
+        # Idle pool threads sleep rather than spin: on a small CPU node two Triton instances and the workers
+        # share the cores, and a spinning pool takes the core another process is waiting for
+        # (bench/results/worker_path.md). PHOTOCRAFT_ORT_SPIN=1 restores onnxruntime's default.
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("PHOTOCRAFT_ORT_SPIN", "0"))
         options.log_severity_level = 3  # optimizer notes about folded initializers are not news
         model = batchable(onnx.load(weights)).SerializeToString()
         self.session = onnxruntime.InferenceSession(model, options, providers=onnx_providers(placement))

@@ -100,7 +100,8 @@ async def test_health_server_answers_over_http():
             assert not_ready.json()["failing"] == ["redis"]
             ready["up"] = True
             assert (await client.get("/readyz")).status_code == 200
-            assert (await client.get("/metrics")).status_code == 404
+            metrics = await client.get("/metrics")  # Prometheus' text format (photocraft_common.metrics)
+            assert metrics.status_code == 200 and "# TYPE photocraft_kafka_hop_seconds histogram" in metrics.text
     finally:
         await server.stop()
 

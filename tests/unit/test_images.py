@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 from skimage import data as samples
 
-from photocraft_common.images import InvalidImage, decode, decode_rgb, encode_png, probe
+from photocraft_common.images import InvalidImage, decode, decode_rgb, encode, encode_png, probe
 
 
 def encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
@@ -73,6 +73,18 @@ def test_encode_png_round_trips_rgba_without_metadata():
     image = Image.open(io.BytesIO(png))
     assert image.mode == "RGBA" and np.array_equal(np.asarray(image), rgba)
     assert not image.getexif() and "exif" not in image.info
+
+
+@pytest.mark.parametrize("pixels", [samples.astronaut(), samples.camera(),
+                                    np.dstack([samples.astronaut(), samples.camera()])], ids=["rgb", "gray", "rgba"])
+def test_png_results_and_intermediates_read_back_as_the_same_pixels(pixels):
+    result, intermediate = encode(pixels, "png"), encode(pixels, "png", intermediate=True)
+    for png in (result, intermediate):
+        image = Image.open(io.BytesIO(png))
+        assert np.array_equal(np.asarray(image), pixels) and not image.getexif() and "exif" not in image.info
+    # A result is compressed to within 25 % of zlib level 6; an intermediate is stored (the pixels plus framing).
+    assert len(result) <= 1.25 * len(encoded(pixels, "PNG", compress_level=6))
+    assert pixels.nbytes < len(intermediate) < 1.01 * pixels.nbytes + 1024
 
 
 # ---- mobile photos: HEIC/HEIF, ICC profiles, first frames ---------------------------------------------------

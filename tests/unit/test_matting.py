@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from skimage import data
 
-from photocraft_inference.matting import cut_out
+from photocraft_inference.matting import GUIDE_SIDE, cut_out, full_size_alpha
 
 PHOTO = data.astronaut()[:240, :320]
 MASK = np.zeros((60, 80), np.float32)
@@ -37,3 +38,19 @@ def test_blurred_background_is_the_photo_blurred():
     background, original = rgb[:, 200:].astype(float), PHOTO[:, 200:].astype(float)
     assert abs(background.mean() - original.mean()) < 10  # same picture...
     assert np.abs(np.diff(background, axis=1)).mean() < 0.5 * np.abs(np.diff(original, axis=1)).mean()  # ...blurred
+
+
+def test_refinement_at_the_working_size_follows_the_full_size_filter():
+    """A 1024x1024 photo is refined on its 640-pixel version (GUIDE_SIDE); thresholded at 0.5 the alpha
+    is the one the guided filter gives at full size, to an IoU of 0.98 (bench/results/worker_path.md)."""
+    photo = cv2.resize(data.astronaut(), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    mask = np.zeros((320, 320), np.float32)
+    cv2.circle(mask, (160, 130), 90, 1.0, -1)  # a blob over the astronaut's head and shoulders
+    alpha = full_size_alpha(mask, 1024, 1024, True, photo)
+    assert alpha.shape == (1024, 1024) and alpha.dtype == np.float32 and 0 <= alpha.min() <= alpha.max() <= 1
+    full = cv2.ximgproc.guidedFilter(photo.astype(np.float32) / 255, cv2.resize(mask, (1024, 1024)), 6, 1e-4)
+    ours, theirs = alpha >= 0.5, full >= 0.5
+    assert (ours & theirs).sum() / (ours | theirs).sum() > 0.98
+    assert GUIDE_SIDE < 1024  # so that the working size was used
+    plain = full_size_alpha(mask, 1024, 1024, False, photo)
+    assert np.abs(alpha - plain).max() > 0.2  # and the edges did move to the photo's

@@ -1,7 +1,8 @@
 """The gateway's FastAPI application: its lifespan (the platform's clients) and its routes.
 
 Routes: jobs.py (``/v1/jobs``), batches.py (``/v1/batches``), ``/healthz`` and ``/readyz``
-(photocraft_common.health_routes) and the web page (``/``, from ``static/``; see docs/web.md).
+(photocraft_common.health_routes), ``/metrics`` (Prometheus: photocraft_common.metrics) and the web page
+(``/``, from ``static/``; see docs/web.md).
 What the routes depend on is in deps.py.
 """
 
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from photocraft_common import health_routes
+from photocraft_common import health_routes, metrics
 from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import checks
 from photocraft_common.kafka import make_broker
@@ -63,6 +64,7 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
     problems.install(app, {"/readyz": {"503": {"description": "a check failed (the body names it)",
                                                "content": {"application/json": {"schema": {"type": "object"}}}}}})
     app.add_middleware(RateLimitMiddleware)  # requests per client on /v1/ (ratelimit.py)
+    metrics.instrument(app)  # /metrics; outside the rate limit, so its 429s are counted too
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(health_routes.router, responses=problems.responses(404, 405, 429, 500))

@@ -28,6 +28,7 @@ from photocraft_common.health import Check
 from photocraft_common.intake import Intake
 from photocraft_common.jobs import JobRecord, JobStatus, JobStore, Tombstone
 from photocraft_common.kafka import publish
+from photocraft_common.metrics import JOBS_FINISHED_TOTAL
 from photocraft_common.models import ModelDirectory
 from photocraft_common.quotas import Quotas
 from photocraft_common.storage import ObjectStore
@@ -154,6 +155,7 @@ async def cancel(p: Platform, record: JobRecord) -> bool:
     if not await p.jobs.set_status(record.job_id, JobStatus.CANCELLED, error_code="cancelled",
                                    error_message="cancelled by the client"):
         return False
+    JOBS_FINISHED_TOTAL.labels(record.operation, "cancelled").inc()
     await publish(p.broker, JOBS_CANCELLED, JobCancelled(job_id=record.job_id, tenant_id=record.tenant_id,
                                                          reason="cancelled by the client"))
     return True

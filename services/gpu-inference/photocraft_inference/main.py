@@ -23,16 +23,22 @@ from collections.abc import Awaitable, Callable
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
 
-from photocraft_common import logs
+from photocraft_common import logs, telemetry
 from photocraft_common.background import Background, every
 from photocraft_common.capacity import report_capacity
 from photocraft_common.contracts import TaskDispatched, parse
 from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import CHECK_TIMEOUT_S, HealthServer, checks
-from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
+from photocraft_common.kafka import (
+    AckPolicy,
+    handle_or_dead_letter,
+    make_broker,
+    poll_without_pause,
+    subscriber_options,
+)
+from photocraft_common.metrics import LAG_INTERVAL_S, lag_refresher
 from photocraft_common.models import ModelDirectory
 from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
@@ -86,7 +92,9 @@ def create_app(settings: InferenceSettings) -> FastStream:
     worker = Worker(broker, store, pool, settings.worker_id, settings.required_keyring())
 
     async def run(record) -> None:
-        await handle_or_dead_letter(broker, record, lambda: worker.handle(parse(TaskDispatched, record.value)))
+        with telemetry.consumed(record):  # the task's span, in its job's trace
+            await handle_or_dead_letter(broker, record,
+                                        lambda: worker.handle(logs.bound(parse(TaskDispatched, record.value))))
 
     async def handle(bodies: list[bytes], message: KafkaMessage) -> None:
         await asyncio.gather(*(run(record) for record in message.raw_message))
@@ -95,14 +103,15 @@ def create_app(settings: InferenceSettings) -> FastStream:
         # Handlers raise only when even the dead-letter topic cannot be written; then
         # NACK_ON_ERROR leaves the offsets uncommitted and the tasks are consumed again.
         options = subscriber_options(settings.kafka, inference_group(model), AckPolicy.NACK_ON_ERROR)
-        broker.subscriber(model_topic(model), batch=True, max_records=settings.batch_size, **options)(handle)
+        subscriber = broker.subscriber(model_topic(model), batch=True, max_records=settings.batch_size, **options)
+        poll_without_pause(subscriber)(handle)  # no idle pause between polls (kafka.poll_without_pause)
 
     app = FastStream(broker)
     background = Background()
     if settings.metrics_port:
         readiness = checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket)
         health = HealthServer({**readiness, "triton": triton_check(pool)}, settings.metrics_host,
-                              settings.metrics_port, routes={"/metrics": make_aiohttp_handler()})
+                              settings.metrics_port)
         app.on_startup(health.start)
         app.after_shutdown(health.stop)
 
@@ -112,6 +121,7 @@ def create_app(settings: InferenceSettings) -> FastStream:
         # A failed report (Triton restarting, Redis away) is logged; the next one tries again.
         background.start(every(settings.availability_interval_s, reporter(pool, directory, redis, settings),
                                "reporting the models Triton holds", first_wait=False, logger=log), "report")
+        background.start(every(LAG_INTERVAL_S, lag_refresher(broker), "consumer lag", logger=log), "consumer lag")
 
     app.on_shutdown(background.stop)
     app.after_shutdown(pool.close)
@@ -125,7 +135,8 @@ async def serve(settings: InferenceSettings) -> None:
 
 def main() -> None:
     settings = InferenceSettings()
-    logs.configure("gpu-inference", settings.log_level)
+    logs.configure("gpu-inference", settings.log_level, settings.log_format)
+    telemetry.setup_tracing("gpu-inference", settings)
     asyncio.run(serve(settings))
 
 

@@ -37,6 +37,7 @@ from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key, stage_key
 from photocraft_common.topics import TASK_RESULTS
 
+from .metrics import step
 from .residency import ModelTooLarge
 from .runners import RUNNERS, Produced
 from .triton import InvalidStageInput, ModelUnavailable, TritonPool
@@ -102,17 +103,23 @@ class Worker:
             return reused
         await self._events.emit(task.job_id, task.tenant_id,
                                 started=Started(stage=task.stage, worker_id=self.worker_id))
-        quality = params.pop("quality", 92)
+        # Only a final stage is sent its output quality (scheduler plan.Dispatch); without one the output is an
+        # intermediate that only the next stage reads, stored as the cheapest PNG to write and read.
+        quality = params.pop("quality", None)
         source = None
         if task.inputs:
-            source = await asyncio.to_thread(decode, await self._store.get(task.inputs[0]))
+            with step(task.model, "fetch"):
+                data = await self._store.get(task.inputs[0])
+            with step(task.model, "decode"):
+                source = await asyncio.to_thread(decode, data)
             await progress(0.1, "input decoded")
         kind = parameters["photocraft.kind"]["string_value"]
-        produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
+        with step(task.model, "model"):
+            produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
         warnings = (list(source.warnings) if source else []) + produced.info.get("warnings", [])
         output = TaskOutput(info_json=json.dumps(produced.info), warnings=warnings)
         if produced.image is not None:  # an analysis has none: the scheduler passes its input on
-            output.objects.extend(await self._store_images(key, result_id, produced, quality, deadline))
+            output.objects.extend(await self._store_images(key, result_id, produced, quality, deadline, task.model))
         await self._store.write_manifest(key, output, deadline)
         await progress(0.95, "result stored")
         return output
@@ -125,12 +132,14 @@ class Worker:
             return cache_key(self._keyring, task.tenant_id, task.model, result_id, task.output_format), result_id
         return stage_key(self._keyring, task.tenant_id, task.job_id, task.stage, task.output_format), task.task_id
 
-    async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int,
-                            deadline: float | None) -> list[ObjectRef]:
+    async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int | None,
+                            deadline: float | None, model: str) -> list[ObjectRef]:
         extension = key.rsplit(".", 1)[1]
         height, width = produced.image.shape[:2]
-        data = await asyncio.to_thread(encode, produced.image, extension, quality)
-        image = await self._store.put(key, data, FORMATS[extension][1], width, height, deadline)
+        with step(model, "encode"):
+            data = await asyncio.to_thread(encode, produced.image, extension, quality or 92, quality is None)
+        with step(model, "store"):
+            image = await self._store.put(key, data, FORMATS[extension][1], width, height, deadline)
         image.content_id, image.role = result_id, "image"
         refs = [image]
         if produced.mask is not None:

@@ -23,8 +23,8 @@ reconnect with ``after`` = the last ``seq`` (``cursor``) seen.
 
 Parts: deps.py (what one process holds), consumer.py (Kafka to the event log),
 hub.py (the live feed, fanned out in the process), relay.py (one feed to one
-WebSocket), routes.py (the endpoints, and ``/metrics``); ``/healthz`` and
-``/readyz`` (Kafka, Redis, S3) are photocraft_common.health_routes.
+WebSocket), routes.py (the endpoints); ``/healthz`` and ``/readyz`` (Kafka, Redis,
+S3) are photocraft_common.health_routes, ``/metrics`` (Prometheus) photocraft_common.metrics.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from photocraft_common import health_routes
+from photocraft_common import health_routes, metrics
 from photocraft_common.background import Background, every
 from photocraft_common.health import checks
+from photocraft_common.metrics import LAG_INTERVAL_S, lag_refresher
 
 from . import routes
 from .consumer import subscribe
@@ -56,6 +57,7 @@ async def lifespan(app: FastAPI):
     await asyncio.wait_for(feed_ready.wait(), 30)
     background.start(every(TRIM_INTERVAL_S, notifier.events.trim_due, "tenant log trim"), "tenant log trim")
     await notifier.broker.start()
+    background.start(every(LAG_INTERVAL_S, lag_refresher(notifier.broker), "consumer lag"), "consumer lag")
     try:
         yield
     finally:
@@ -74,4 +76,5 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
                                  bucket=settings.s3.bucket)
     app.include_router(health_routes.router)
     app.include_router(routes.router)
+    metrics.instrument(app)
     return app

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 from faststream.kafka.annotations import KafkaMessage
 
+from photocraft_common import logs, telemetry
 from photocraft_common.contracts import JobEvent, parse
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, subscriber_options
 from photocraft_common.topics import JOB_EVENTS, NOTIFIER_GROUP
 
 from .deps import Notifier
+from .metrics import EVENTS_RELAYED
 
 
 async def log_event(notifier: Notifier, event: JobEvent) -> None:
     """Relay ``event`` to its tenant's partner topic (if a partner), then log and publish it (eventlog.py;
     an event of a purged job is dropped there)."""
     await notifier.partners.relay(event)  # first: a crash before logging redelivers it (partners dedupe by event_id)
-    await notifier.events.append(event)
+    await notifier.events.append(event, telemetry.current_traceparent())  # its sends continue this trace
+    EVENTS_RELAYED.labels(event.WhichOneof("kind") or "none").inc()
 
 
 def subscribe(notifier: Notifier) -> None:
@@ -30,4 +33,5 @@ def subscribe(notifier: Notifier) -> None:
     @broker.subscriber(JOB_EVENTS, **subscriber_options(notifier.settings.kafka, NOTIFIER_GROUP,
                                                          AckPolicy.NACK_ON_ERROR))
     async def on_event(body: bytes, message: KafkaMessage) -> None:
-        await handle_or_dead_letter(broker, message.raw_message, lambda: log_event(notifier, parse(JobEvent, body)))
+        await handle_or_dead_letter(broker, message.raw_message,
+                                    lambda: log_event(notifier, logs.bound(parse(JobEvent, body))))

@@ -18,8 +18,10 @@ nothing recreates its keys. The tenant log drops entries once due: on every appe
 ``TRIM_INTERVAL_S`` for logs without new events (``trim_due``; the index ``photocraft:tenant-logs``
 scores each log with its oldest entry's deadline); it keeps at most ``TENANT_LOG_LENGTH``.
 
-The same script publishes ``<seq> <cursor> <expires> <event bytes>`` on the channel
+The same script publishes ``<seq> <cursor> <expires> <traceparent> <event bytes>`` on the channel
 ``photocraft:events``, so every notifier replica sees every event once, whichever replica consumed it.
+Entries and messages carry the W3C traceparent of the event's handling ("-" in a message when none), so
+that its WebSocket sends continue the job's trace (photocraft_common.telemetry).
 Errors are redis-py's (``ConnectionError``, ``TimeoutError``).
 """
 
@@ -78,7 +80,7 @@ end
 
 # KEYS: job log, its event ids, its counter, tenant log, tenant counter, expiry index, the record's
 # tombstone, TENANT_LOGS. ARGV: event id, event bytes, now (Unix s), deadline without an index entry,
-# lifetime s, tenant log length, channel, index entry, CURSOR_KEPT_S.
+# lifetime s, tenant log length, channel, index entry, CURSOR_KEPT_S, traceparent.
 # Returns the job sequence number; 0 for a duplicate; -1 for an event of a job purged or due.
 _APPEND = _TRIM + """
 local now = tonumber(ARGV[3])
@@ -90,15 +92,16 @@ elseif tonumber(expires) <= now then return -1 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
 local seq = redis.call('INCR', KEYS[3])
 local cursor = redis.call('INCR', KEYS[5])
-redis.call('XADD', KEYS[1], '0-' .. seq, 'event', ARGV[2], 'expires', expires)
+redis.call('XADD', KEYS[1], '0-' .. seq, 'event', ARGV[2], 'expires', expires, 'traceparent', ARGV[10])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '0-' .. cursor, 'event', ARGV[2], 'seq', seq,
-           'expires', expires)
+           'expires', expires, 'traceparent', ARGV[10])
 for i = 1, 3 do redis.call('PEXPIREAT', KEYS[i], math.floor(tonumber(expires) * 1000)) end
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 redis.call('EXPIRE', KEYS[5], ARGV[9])
 local oldest = trim(KEYS[4], now)
 if oldest then redis.call('ZADD', KEYS[8], oldest, KEYS[4]) end
-redis.call('PUBLISH', ARGV[7], seq .. ' ' .. cursor .. ' ' .. expires .. ' ' .. ARGV[2])
+local traceparent = ARGV[10] ~= '' and ARGV[10] or '-'
+redis.call('PUBLISH', ARGV[7], seq .. ' ' .. cursor .. ' ' .. expires .. ' ' .. traceparent .. ' ' .. ARGV[2])
 return seq
 """
 
@@ -112,17 +115,20 @@ if oldest then redis.call('ZADD', KEYS[2], oldest, KEYS[1]) else redis.call('ZRE
 @dataclass(frozen=True, eq=False)  # hashed by identity: one live event is rendered once per process
 class Logged:
     """An event with its place in the job's log (``seq``) and the tenant's (``cursor``; 0 if unknown), and
-    its job's deadline (``expires``, Unix s; None for an entry logged before entries had one)."""
+    its job's deadline (``expires``, Unix s; None for an entry logged before entries had one), and the W3C
+    ``traceparent`` of its handling ("" when none)."""
 
     seq: int
     cursor: int
     event: JobEvent
     expires: float | None = None
+    traceparent: str = ""
 
     @classmethod
     def from_feed(cls, data: bytes) -> Logged:
-        seq, cursor, expires, event = data.split(b" ", 3)
-        return cls(int(seq), int(cursor), JobEvent.FromString(event), float(expires))
+        seq, cursor, expires, traceparent, event = data.split(b" ", 4)
+        return cls(int(seq), int(cursor), JobEvent.FromString(event), float(expires),
+                   "" if traceparent == b"-" else traceparent.decode())
 
 
 def job_stream(job_id: str) -> str:
@@ -141,6 +147,10 @@ def _expires(fields: dict[bytes, bytes]) -> float | None:
     return float(fields[b"expires"]) if b"expires" in fields else None
 
 
+def _traceparent(fields: dict[bytes, bytes]) -> str:
+    return fields.get(b"traceparent", b"").decode()
+
+
 class EventLog:
     """The logs in ``redis``; ``ttl_s``: the lifetime (``job_ttl_s``); ``clock``: Unix time, seconds."""
 
@@ -151,9 +161,10 @@ class EventLog:
         self._append = redis.register_script(_APPEND)
         self._trim = redis.register_script(_TRIM_ONE)
 
-    async def append(self, event: JobEvent) -> int:
-        """Log and publish ``event``; returns its sequence number, 0 if it was logged before, -1 if its job
-        (batch) was purged or is due (nothing is written)."""
+    async def append(self, event: JobEvent, traceparent: str = "") -> int:
+        """Log and publish ``event`` with ``traceparent`` (W3C, of its handling; "": none); returns its
+        sequence number, 0 if it was logged before, -1 if its job (batch) was purged or is due (nothing is
+        written)."""
         base, now = job_key(event.job_id), self._clock()
         batch = event.HasField("batch_progress")
         keys = [job_stream(event.job_id), f"{base}:event-ids", f"{base}:event-seq",
@@ -162,7 +173,7 @@ class EventLog:
         entry = batch_entry(event.job_id) if batch else job_entry(event.job_id)
         return await self._append(keys=keys, args=[
             event.event_id, event.SerializeToString(), repr(now), repr(now + self._ttl_s), self._ttl_s,
-            TENANT_LOG_LENGTH, CHANNEL, entry, CURSOR_KEPT_S])
+            TENANT_LOG_LENGTH, CHANNEL, entry, CURSOR_KEPT_S, traceparent])
 
     async def trim_due(self, limit: int = 100) -> int:
         """Drop the due entries of every tenant log whose oldest entry is due (TENANT_LOGS), ``limit`` logs
@@ -179,11 +190,11 @@ class EventLog:
     async def job_events(self, job_id: str, after: int, count: int = 100) -> list[Logged]:
         """Up to ``count`` of the job's events with a sequence number above ``after``, oldest first."""
         entries = await self._redis.xrange(job_stream(job_id), min=f"0-{after + 1}", count=count)
-        return [Logged(_number(entry_id), 0, JobEvent.FromString(fields[b"event"]), _expires(fields))
-                for entry_id, fields in entries]
+        return [Logged(_number(entry_id), 0, JobEvent.FromString(fields[b"event"]), _expires(fields),
+                       _traceparent(fields)) for entry_id, fields in entries]
 
     async def tenant_events(self, tenant_id: str, after: int, count: int = 100) -> list[Logged]:
         """Up to ``count`` of the tenant's events with a cursor above ``after``, oldest first."""
         entries = await self._redis.xrange(tenant_stream(tenant_id), min=f"0-{after + 1}", count=count)
         return [Logged(int(fields[b"seq"]), _number(entry_id), JobEvent.FromString(fields[b"event"]),
-                       _expires(fields)) for entry_id, fields in entries]
+                       _expires(fields), _traceparent(fields)) for entry_id, fields in entries]

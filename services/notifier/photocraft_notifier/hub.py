@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from photocraft_common.background import every
 
 from .eventlog import CHANNEL, Logged
+from .metrics import SEND_QUEUE
 
 log = logging.getLogger("photocraft.notifier.hub")
 
@@ -51,7 +52,9 @@ class Hub:
         self._redis = redis
         self._queue_size = queue_size
         self._by_key: dict[str, set[Subscription]] = defaultdict(set)
-        self.queued = 0  # events queued for a client, for metrics
+        SEND_QUEUE.labels("all").set_function(lambda: sum(s.queue.qsize() for s in self._subscriptions()))
+        SEND_QUEUE.labels("longest").set_function(lambda: max((s.queue.qsize() for s in self._subscriptions()),
+                                                              default=0))
 
     @contextmanager
     def subscribe(self, key: str) -> Iterator[Subscription]:
@@ -69,10 +72,13 @@ class Hub:
     def connections(self) -> int:
         return sum(map(len, self._by_key.values()))
 
+    def _subscriptions(self) -> list[Subscription]:
+        return [subscription for subscribers in list(self._by_key.values()) for subscription in subscribers]
+
     def _dispatch(self, item: Logged) -> None:
         for key in (f"job:{item.event.job_id}", f"tenant:{item.event.tenant_id}"):
             for subscription in self._by_key.get(key, ()):
-                self.queued += subscription.offer(item)
+                subscription.offer(item)
 
     def _gap(self) -> None:
         for subscribers in self._by_key.values():

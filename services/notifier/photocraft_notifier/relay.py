@@ -20,11 +20,13 @@ from functools import lru_cache, partial
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from photocraft_common import logs, telemetry
 from photocraft_common.contracts import now, to_datetime
 from photocraft_common.storage import ObjectStore
 
 from .eventlog import EventLog, Logged
 from .hub import Hub, Subscription
+from .metrics import CONNECTIONS, EVENTS_SENT, RESYNCS
 from .render import TERMINAL_TYPES, render
 from .settings import NotifierSettings
 
@@ -41,6 +43,7 @@ class Feed:
     read: Callable[[int], Awaitable[list[Logged]]]
     tenant_wide: bool  # positioned by the tenant's cursor, not the job's seq
     ended: Callable[[dict], bool]
+    kind: str  # job, batch or tenant (metrics' label)
 
     def position(self, item: Logged) -> int:
         return item.cursor if self.tenant_wide else item.seq
@@ -53,17 +56,17 @@ def batch_ended(message: dict) -> bool:
 def job_feed(events: EventLog, job_id: str) -> Feed:
     """A job's events; ends after its terminal one."""
     return Feed(f"job:{job_id}", partial(events.job_events, job_id), False,
-                lambda message: message["type"] in TERMINAL_TYPES)
+                lambda message: message["type"] in TERMINAL_TYPES, "job")
 
 
 def batch_feed(events: EventLog, batch_id: str) -> Feed:
     """A batch's progress (logged under the batch id); ends once every job of the batch ended."""
-    return Feed(f"job:{batch_id}", partial(events.job_events, batch_id), False, batch_ended)
+    return Feed(f"job:{batch_id}", partial(events.job_events, batch_id), False, batch_ended, "batch")
 
 
 def tenant_feed(events: EventLog, tenant_id: str) -> Feed:
     """Every event of a tenant, by cursor; never ends."""
-    return Feed(f"tenant:{tenant_id}", partial(events.tenant_events, tenant_id), True, lambda _: False)
+    return Feed(f"tenant:{tenant_id}", partial(events.tenant_events, tenant_id), True, lambda _: False, "tenant")
 
 
 class Relay:
@@ -84,7 +87,9 @@ class Relay:
     async def __call__(self, websocket: WebSocket, feed: Feed, after: int) -> None:
         """Send ``feed``'s logged events after ``after``, then live ones, until it ends or the client leaves."""
         stream = _Stream(self, websocket, feed, after)
-        with self._hub.subscribe(feed.key) as live:
+        owner = feed.key.split(":", 1)[1]  # its lines name the job (batch) or tenant it follows
+        logs.mark(job_id="" if feed.tenant_wide else owner, tenant=owner if feed.tenant_wide else "")
+        with self._hub.subscribe(feed.key) as live, CONNECTIONS.labels(feed.kind).track_inprogress():
             try:
                 if await stream.catch_up() or await stream.follow(live):
                     await websocket.close(1000)
@@ -107,8 +112,12 @@ class _Stream:
     async def send(self, item: Logged) -> bool:
         """Send ``item``; True if it ends the feed. Raises TimeoutError when the client takes too long."""
         message, text = self.relay.rendered(item, self.feed.tenant_wide)
-        async with asyncio.timeout(self.relay.send_timeout_s):  # (wait_for would start a task per message)
-            await self.websocket.send_text(text)
+        with telemetry.continued(item.traceparent, f"send {message['type']}", kind=telemetry.SpanKind.PRODUCER,
+                                 attributes={"photocraft.job_id": item.event.job_id, "photocraft.feed": self.feed.kind},
+                                 orphan=False):  # in the trace of the event's job, if it has one
+            async with asyncio.timeout(self.relay.send_timeout_s):  # (wait_for would start a task per message)
+                await self.websocket.send_text(text)
+        EVENTS_SENT.labels(self.feed.kind).inc()
         self.last = self.feed.position(item)
         return self.feed.ended(message)
 
@@ -142,6 +151,7 @@ class _Stream:
                 return True
 
     async def resync(self) -> None:
+        RESYNCS.labels(self.feed.kind).inc()
         async with asyncio.timeout(self.relay.send_timeout_s):
             await self.websocket.send_text(json.dumps(
                 {"type": "resync", "after": self.last,

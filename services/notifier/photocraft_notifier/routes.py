@@ -1,4 +1,4 @@
-"""The notifier's three WebSocket feeds (protocol: app.py, docs/events.md) and ``/metrics``.
+"""The notifier's three WebSocket feeds (protocol: app.py, docs/events.md).
 
 Who may follow a job or a batch is ``photocraft_common.access``, the gateway's policy: the record's
 token, an API key of its tenant or a device token of its tenant. Refusals close the connection with
@@ -78,9 +78,3 @@ async def tenant_events(websocket: WebSocket, notifier: NotifierDep, api_key: st
     async with notifier.connections.admit(websocket, key or device) as admitted:
         if admitted:  # else closed with 4429 (limits.py)
             await notifier.relay(websocket, tenant_feed(notifier.events, caller.tenant_id), after)
-
-
-@router.get("/metrics")
-async def metrics(notifier: NotifierDep) -> dict[str, int]:
-    """This process's WebSocket connections, and the live events it has queued for them since it started."""
-    return {"connections": notifier.hub.connections(), "events_queued": notifier.hub.queued}

@@ -18,6 +18,7 @@ from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import JobRecord, JobStatus, JobStore, job_key
 from photocraft_common.quotas import Quotas
 
+from .metrics import ended
 from .outcomes import edit_returned
 from .plan import Fail, Plan, announcement
 from .stages import StageStore
@@ -32,13 +33,16 @@ class Endings:
 
     async def complete(self, record: JobRecord, plan: Plan) -> None:
         done = plan.completion(await self._stages.outputs(record.job_id))
-        await self._jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results, warnings=done.warnings)
+        if await self._jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results,
+                                       warnings=done.warnings):
+            ended(record, "completed")
         await self.announce(await self._jobs.get(record.job_id))
 
     async def fail(self, record: JobRecord, fail: Fail) -> None:
         log.info("job %s failed at %r: %s %s", record.job_id, fail.stage, fail.code, fail.message)
-        await self._jobs.set_status(record.job_id, JobStatus.FAILED, error_code=fail.code,
-                                    error_message=fail.message, error_stage=fail.stage)
+        if await self._jobs.set_status(record.job_id, JobStatus.FAILED, error_code=fail.code,
+                                       error_message=fail.message, error_stage=fail.stage):
+            ended(record, "failed")
         await self.announce(await self._jobs.get(record.job_id))
 
     async def announce(self, record: JobRecord | None) -> None:

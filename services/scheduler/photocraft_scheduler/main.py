@@ -11,8 +11,8 @@ retries it as a timed-out attempt; a dead-lettered JobCancelled changes nothing,
 cancelled already, and its end is announced at its next message or queue turn. Partner requests
 (partners.py) are read from every ``photocraft.partner.<tenant>.requests``
 topic by the group ``photocraft-scheduler-partners``; new partners' topics are
-found within ``partner_discovery_s``. ``/healthz`` and ``/readyz`` (Kafka, Redis,
-S3) answer on ``host:port`` (default 127.0.0.1:9410).
+found within ``partner_discovery_s``. ``/healthz``, ``/readyz`` (Kafka, Redis,
+S3) and ``/metrics`` (Prometheus: metrics.py) answer on ``host:port`` (default 127.0.0.1:9410).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from collections.abc import Awaitable, Callable
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 
-from photocraft_common import logs
+from photocraft_common import logs, telemetry
 from photocraft_common.background import Background, every
 from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
 from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
+from photocraft_common.metrics import LAG_INTERVAL_S, lag_refresher
 from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import (
@@ -42,6 +43,7 @@ from photocraft_common.topics import (
     partner_tenant,
 )
 
+from .metrics import stage_ended
 from .partners import PartnerIntake
 from .scheduler import Scheduler
 from .settings import SchedulerSettings
@@ -56,7 +58,8 @@ def ticker(scheduler: Scheduler, settings: SchedulerSettings) -> Callable[[], Aw
     async def tick() -> None:
         nonlocal last_overdue_check
         check_overdue = time.monotonic() - last_overdue_check > settings.overdue_check_s
-        await scheduler.tick(check_overdue)
+        with logs.job_scope():  # the jobs a tick releases mark its lines until its end
+            await scheduler.tick(check_overdue)
         if check_overdue:
             last_overdue_check = time.monotonic()
     return tick
@@ -88,7 +91,7 @@ def create_app(settings: SchedulerSettings) -> FastStream:
     @broker.subscriber(TASK_RESULTS, **options)
     async def on_result(body: bytes, message: KafkaMessage) -> None:
         await handle_or_dead_letter(broker, message.raw_message,
-                                    lambda: scheduler.on_result(parse(TaskResult, body)))
+                                    lambda: scheduler.on_result(stage_ended(parse(TaskResult, body))))
 
     @broker.subscriber(pattern=PARTNER_REQUESTS,
                        **{**options, "group_id": f"{SCHEDULER_GROUP}-partners"})
@@ -109,6 +112,7 @@ def create_app(settings: SchedulerSettings) -> FastStream:
         # A failed tick (Redis or Kafka away for a moment) is logged; the next one tries again.
         background.start(every(settings.tick_s, ticker(scheduler, settings), "scheduler tick", logger=log),
                          "scheduler tick")
+        background.start(every(LAG_INTERVAL_S, lag_refresher(broker), "consumer lag", logger=log), "consumer lag")
 
     app.on_shutdown(background.stop)
     app.after_shutdown(redis.aclose)
@@ -121,7 +125,8 @@ async def serve(settings: SchedulerSettings) -> None:
 
 def main() -> None:
     settings = SchedulerSettings()
-    logs.configure("scheduler", settings.log_level)
+    logs.configure("scheduler", settings.log_level, settings.log_format)
+    telemetry.setup_tracing("scheduler", settings)
     asyncio.run(serve(settings))
 
 

@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
 from photocraft_common import contracts as pb
+from photocraft_common import logs
 from photocraft_common.batches import BatchStore
 from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import TERMINAL, JobRecord, JobStatus, JobStore
@@ -29,6 +30,7 @@ from photocraft_common.quotas import Quotas
 from photocraft_common.storage import ObjectStore, sibling_key
 from photocraft_common.topics import model_topic
 
+from . import metrics
 from .endings import Endings
 from .fairshare import FairShare, Picked
 from .plan import Dispatch, Fail, Plan, Skip, image_of, passed_on, warned, work_cost
@@ -107,7 +109,7 @@ class Scheduler:
     async def _running(self, job_id: str, unknown: str) -> JobRecord | None:
         """The job's record while it has not ended. None for an unknown job (logging ``unknown``
         with its id) or an ended one, whose end is then announced again."""
-        record = await self.jobs.get(job_id)
+        record = logs.bound(await self.jobs.get(job_id))
         if record is None:
             log.warning(unknown, job_id)
         elif record.status in TERMINAL:
@@ -123,16 +125,15 @@ class Scheduler:
             await self._release(picked)
 
     async def _release(self, picked: Picked) -> None:
-        queue_id, task = picked.task_id, pb.parse(pb.TaskDispatched, picked.payload)
+        queue_id, task = picked.task_id, logs.bound(pb.parse(pb.TaskDispatched, picked.payload))
         record = await self.jobs.get(task.job_id)
         if record is None or record.status in TERMINAL:  # cancelled while it waited
             await self.queue.finish(queue_id)
             return await self.endings.announce(record)  # in case its JobCancelled never came
         await self.stages.set_state(record.job_id, task.stage, State.dispatched(task.attempt))
-        await publish(self._broker, model_topic(task.model), task, partition=picked.partition)
+        await publish(self._broker, model_topic(task.model), task, picked.partition, record.traceparent)  # job's trace
         await self.queue.confirm(queue_id)
-        log.info("job %s: %s (attempt %d) released to %s", task.job_id, task.stage, task.attempt,
-                 model_topic(task.model))
+        metrics.released(record, task)
 
     async def tick(self, check_overdue: bool) -> None:
         """Periodic work: due retries, claims of dead replicas, overdue tasks, models with free slots."""

@@ -10,6 +10,10 @@ delete keeps its entry, rescheduled ``retry_s`` later, so that it never blocks t
 the safety net for an object the index lost (a Redis restored from an old snapshot), run seldom
 (``sweep_interval_s``, a day). ``ensure_lifecycle_rule`` puts the same rule on the bucket for stores
 that enforce lifecycle rules (AWS S3; SeaweedFS does not).
+
+Each batch of ``purge`` is a span ``purge`` (a trace of its own), and each job in it a span ``purge job``
+in the job's trace: a child of the context its tombstone keeps (photocraft_common.jobs; the record itself
+may have expired already), linked to ``purge``, from before its objects are deleted until its keys are.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from botocore.client import BaseClient
+from opentelemetry.trace import Link, Span, get_current_span
 
+from photocraft_common import logs
 from photocraft_common.batches import batch_keys
 from photocraft_common.expiry import Entry, ExpiryIndex, object_entry, sort_entries
-from photocraft_common.jobs import job_keys
+from photocraft_common.jobs import job_keys, tombstone_key
+from photocraft_common.telemetry import context_of, tracer
 
 log = logging.getLogger("photocraft.janitor")
 
@@ -64,9 +71,33 @@ def delete_objects(s3: BaseClient, bucket: str, keys: list[str]) -> list[str]:
     return refused
 
 
+async def job_spans(index: ExpiryIndex, job_ids: list[str]) -> list[Span]:
+    """Start a span ``purge job`` in the trace of each of ``job_ids`` whose tombstone keeps one, linked to the
+    current span; the caller ends them."""
+    async with index.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(tombstone_key("job", job_id), "traceparent")
+        found = await pipe.execute() if job_ids else []
+    here = [Link(context)] if (context := get_current_span().get_span_context()).is_valid else []
+    return [tracer.start_span("purge job", context=context_of(traceparent.decode()), links=here,
+                              attributes={"photocraft.job_id": job_id})
+            for job_id, traceparent in zip(job_ids, found, strict=True) if traceparent]
+
+
 async def purge(index: ExpiryIndex, s3: BaseClient, entries: list[Entry], now: float,
                 retry_s: float = RETRY_S) -> PassReport:
-    """Purge ``entries`` (due at ``now``, Unix s): their objects, then their Redis keys, then the entries."""
+    """Purge ``entries`` (due at ``now``, Unix s): their objects, then their Redis keys, then the entries
+    (traced as the module says)."""
+    with tracer.start_as_current_span("purge", attributes={"photocraft.entries": len(entries)}):
+        spans = await job_spans(index, sort_entries(entry.member for entry in entries).jobs)
+        try:
+            return await _purge(index, s3, entries, now, retry_s)
+        finally:
+            for span in spans:
+                span.end()
+
+
+async def _purge(index: ExpiryIndex, s3: BaseClient, entries: list[Entry], now: float, retry_s: float) -> PassReport:
     due, report = sort_entries(entry.member for entry in entries), PassReport(entries=len(entries))
     for bucket, keys in due.objects.items():
         refused = await asyncio.to_thread(delete_objects, s3, bucket, keys)
@@ -76,6 +107,9 @@ async def purge(index: ExpiryIndex, s3: BaseClient, entries: list[Entry], now: f
     for start in range(0, len(redis_keys), DELETE_BATCH):
         await index.redis.delete(*redis_keys[start:start + DELETE_BATCH])
     report.jobs, report.batches = len(due.jobs), len(due.batches)
+    for job_id in due.jobs:
+        with logs.job_scope(job_id=job_id):
+            log.info("job %s purged from Redis (its S3 objects have index entries of their own)", job_id)
     for member in due.unknown:
         log.warning("expiry index entry of no known kind dropped: %s", member)
     failed = set(report.failed)

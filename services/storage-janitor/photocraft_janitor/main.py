@@ -4,8 +4,8 @@ Settings (environment): ``PHOTOCRAFT_JOB_TTL_S``, the one lifetime of everything
 86400, 24 h; the sweep's cutoff and the lifecycle rule), ``PHOTOCRAFT_INTERVAL_S`` between passes over
 the index (default 300) and ``PHOTOCRAFT_SWEEP_INTERVAL_S`` between LIST sweeps of the whole bucket
 (default 86400), plus the Redis and S3 settings every service has. ``/healthz`` and ``/readyz``
-(Redis and S3) answer on ``PHOTOCRAFT_HOST``:``PHOTOCRAFT_PORT`` (default 127.0.0.1:9420; port 0: any
-free one). Run one replica, or several: purging an entry twice is harmless.
+(Redis and S3) and ``/metrics`` (Prometheus: metrics.py) answer on ``PHOTOCRAFT_HOST``:``PHOTOCRAFT_PORT``
+(default 127.0.0.1:9420; port 0: any free one). Run one replica, or several: purging an entry twice is harmless.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from photocraft_common import logs
+from photocraft_common import logs, telemetry
 from photocraft_common.background import Background, every
 from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import HealthServer, checks
@@ -25,6 +25,7 @@ from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
 
 from .janitor import ensure_lifecycle_rule, purge_due, sweep
+from .metrics import counted
 
 log = logging.getLogger("photocraft.janitor")
 
@@ -41,6 +42,7 @@ def passer(index: ExpiryIndex, s3) -> Callable[[], Awaitable[None]]:
     async def pass_once() -> None:
         started = time.monotonic()
         report = await purge_due(index, s3, time.time())
+        counted(report, "index", time.monotonic() - started)
         if report.entries:
             log.info("purged %d due entries in %.1f s: %d objects, %d jobs, %d batches; %d kept for later",
                      report.entries, time.monotonic() - started, report.objects, report.jobs, report.batches,
@@ -57,7 +59,9 @@ def sweeper(s3, bucket: str, settings: JanitorSettings) -> Callable[[], Awaitabl
         if not rule_put:
             await asyncio.to_thread(ensure_lifecycle_rule, s3, bucket, settings.job_ttl_s)
             rule_put = True
+        started = time.monotonic()
         report = await asyncio.to_thread(sweep, s3, bucket, settings.job_ttl_s)
+        counted(report, "sweep", time.monotonic() - started)
         log.info("swept %s: %d objects, %d deleted", bucket, report.scanned, report.deleted)
     return sweep_once
 
@@ -89,7 +93,8 @@ async def serve(settings: JanitorSettings) -> None:
 
 def main() -> None:
     settings = JanitorSettings()
-    logs.configure("storage-janitor", settings.log_level)
+    logs.configure("storage-janitor", settings.log_level, settings.log_format)
+    telemetry.setup_tracing("storage-janitor", settings)
     asyncio.run(serve(settings))
 
 
