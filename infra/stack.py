@@ -40,7 +40,7 @@ BIN = Path(sys.executable).parent
 # Every port the stack listens on, all on 127.0.0.1.
 PORTS = {
     "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
-    "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080], "notifier": [8081],
+    "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080, 9430], "notifier": [8081, 9440],
     "gpu-inference": [9400, 9401], "scheduler": [9410], "storage-janitor": [9420],
     "jaeger": [16686, 16685, 4317, 4318, 14269],
 }

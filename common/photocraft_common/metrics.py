@@ -1,8 +1,10 @@
 """Prometheus metrics shared by every service, and the ways each serves ``/metrics``.
 
-Every service exposes the default registry of ``prometheus_client`` in the text format at ``/metrics``:
-the aiohttp ``HealthServer`` (scheduler, storage-janitor, gpu-inference) serves ``aiohttp_handler``, the
-FastAPI apps (gateway, notifier) ``instrument`` themselves. Names follow Prometheus' conventions
+Every service exposes the default registry of ``prometheus_client`` in the text format at ``/metrics``,
+never on a public port: the aiohttp ``HealthServer`` (scheduler, storage-janitor, gpu-inference) serves
+``aiohttp_handler``; the gateway and notifier, whose public apps answer 404 there, run ``server`` on a
+port of their own (``PHOTOCRAFT_METRICS_HOST``:``PHOTOCRAFT_METRICS_PORT``) and ``instrument`` their
+FastAPI apps. Names follow Prometheus' conventions
 (``photocraft_`` prefix, base units: seconds, ``_total`` for counters); the list is docs/observability.md.
 
 Shared here:
@@ -26,15 +28,20 @@ with the number of tenants.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
+from aiohttp import web
 from faststream import BaseMiddleware
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from .topics import PARTNER_EVENTS, PARTNER_REQUESTS, partner_tenant
+
+log = logging.getLogger("photocraft.metrics")
 
 LAG_INTERVAL_S = 15.0  # between refreshes of the consumer lag (lag_refresher)
 # Latency buckets (seconds) for hops and short steps: 1 ms to 1 min.
@@ -140,12 +147,30 @@ def observe_request(info) -> None:
     HTTP_SECONDS.labels(info.modified_handler, info.method).observe(info.modified_duration)
 
 
-def instrument(app, count_requests: bool = True) -> None:
-    """Serve ``/metrics`` on a FastAPI ``app`` (left out of its OpenAPI schema) and, if ``count_requests``,
-    count its HTTP requests (WebSockets are not requests here). Call before the app starts."""
+def instrument(app) -> None:
+    """Count a FastAPI ``app``'s HTTP requests (WebSockets are not requests here), ``/metrics`` too: the app
+    does not serve it (``server`` does), so there it is a 404 of no route, labelled ``none``. Call before
+    the app starts."""
     from prometheus_fastapi_instrumentator import Instrumentator  # FastAPI services only
 
-    instrumentator = Instrumentator(should_group_status_codes=False, excluded_handlers=["/metrics"])
-    if count_requests:
-        instrumentator.add(observe_request).instrument(app)
-    instrumentator.expose(app, include_in_schema=False)
+    Instrumentator(should_group_status_codes=False).add(observe_request).instrument(app)
+
+
+@asynccontextmanager
+async def server(host: str, port: int) -> AsyncIterator[int | None]:
+    """Serve ``GET /metrics`` (the default registry, Prometheus' text format) alone on ``host:port`` with
+    aiohttp in the running event loop while inside; every other path is 404. Yields the port; ``port`` 0:
+    no server (metrics off), yields None. Raises OSError when the address is taken."""
+    if not port:
+        yield None
+        return
+    app = web.Application()
+    app.router.add_get("/metrics", aiohttp_handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("metrics on http://%s:%d/metrics", host, port)
+        yield port
+    finally:
+        await runner.cleanup()

@@ -19,8 +19,11 @@ from .helm import CHART, GPU, LOCAL, PRODUCTION, containers, env, find, helm, re
 
 KUBERNETES = "1.33.0"
 # Kinds of CRDs (KEDA) have no schema that kubernetes-validate knows: they are checked field by field below.
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
 VALUES = {"production": PRODUCTION, "gpu": GPU, "local": LOCAL}
+# The default values' ports: public (what the Ingress routes) and Prometheus /metrics.
+PUBLIC = {"gateway": 8080, "notifier": 8081}
+METRICS = {"gateway": 9430, "notifier": 9440, "scheduler": 9410, "storage-janitor": 9420, "gpu-inference": 9400}
 
 
 @pytest.mark.parametrize("name", VALUES)
@@ -64,6 +67,14 @@ def test_a_manifest_that_breaks_the_kubernetes_schema_is_rejected():
     ({"keyring.secret": "inline-secrets-are-not-taken-here"}, "secret"),
     ({"securityContext.allowPrivilegeEscalation": "true"}, "/securityContext/allowPrivilegeEscalation"),
     ({"gatway.replicas": "3"}, "gatway"),
+    ({"gateway.metricsPort": "0"}, "/gateway/metricsPort"),
+    ({"tracing.enabled": "true"}, "/tracing/endpoint"),  # on, but no endpoint
+    ({"tracing.endpoint": "otel-collector:4318"}, "/tracing/endpoint"),  # no scheme
+    ({"tracing.sampleRatio": "1.5"}, "/tracing/sampleRatio"),
+    ({"tracing.enabled": "yes"}, "/tracing/enabled"),
+    ({"metrics.serviceMonitor.interval": "soon"}, "/metrics/serviceMonitor/interval"),
+    ({"metrics.serviceMonitor.enabeld": "true"}, "enabeld"),
+    ({"networkPolicy.metricsPodSelector.matchLabel.app": "prometheus"}, "matchLabel"),
 ])
 def test_the_schema_rejects_bad_values(values, message):
     for command in (["template", "pc"], ["lint"]):
@@ -193,6 +204,7 @@ def test_network_policies_admit_only_the_ingress_to_gateway_and_notifier():
     for component in ("gateway", "notifier"):
         source = policies[component]["ingress"][0]["from"][0]
         assert source == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+        assert [p["port"] for p in policies[component]["ingress"][0]["ports"]] == [PUBLIC[component]]
     # Triton's inference ports are never opened: it listens on the pod's loopback.
     metrics = policies["gpu-inference-metrics"]["ingress"][0]["ports"]
     assert {p["port"] for p in metrics} == {9400, 8002}
@@ -270,3 +282,94 @@ def test_model_configs_in_the_chart_match_the_model_repository():
                         "--device", device, "--out", str(out)], check=True, capture_output=True, timeout=120)
         generated = {p.name: p.read_text() for p in out.glob("*.pbtxt")}
         assert committed == generated, f"run `make model-configs` ({device})"
+
+
+def component(manifest: dict) -> str:
+    return manifest["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def test_every_service_has_a_metrics_port_the_ingress_never_routes():
+    manifests = render(PRODUCTION)
+    for deployment in find(manifests, "Deployment"):
+        name = component(deployment)
+        service = next(c for c in containers(deployment) if c["name"] == name)
+        ports = {p["name"]: p["containerPort"] for p in service["ports"]}
+        assert ports["metrics"] == METRICS[name], name
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+        assert annotations["prometheus.io/port"] == str(METRICS[name])
+        if name in PUBLIC:  # its own listener, apart from the public port
+            assert ports["http"] == PUBLIC[name]
+            assert env(service)["PHOTOCRAFT_METRICS_PORT"]["value"] == str(METRICS[name])
+            assert env(service)["PHOTOCRAFT_METRICS_HOST"]["value"] == "0.0.0.0"
+    services = {component(s): {p["name"]: p["port"] for p in s["spec"]["ports"]} for s in find(manifests, "Service")}
+    assert {name: ports["metrics"] for name, ports in services.items()} == METRICS
+    ingress = find(manifests, "Ingress")[0]["spec"]
+    routed = {r["http"]["paths"][0]["backend"]["service"]["port"]["number"] for r in ingress["rules"]}
+    assert routed == set(PUBLIC.values())
+
+
+def test_the_metrics_port_must_differ_from_the_public_one():
+    result = helm("template", "pc", str(CHART), *value_args(PRODUCTION, {"notifier.metricsPort": "8081"}), check=False)
+    assert result.returncode != 0 and "notifier.metricsPort must differ from notifier.port" in result.stderr
+
+
+def test_only_the_configured_scrapers_reach_the_metrics_ports():
+    selectors = {"networkPolicy.metricsNamespaceSelector.matchLabels.team": "observability",
+                 "networkPolicy.metricsPodSelector.matchLabels.app\\.kubernetes\\.io/name": "prometheus"}
+    for sets, source in [
+        ({}, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}, "podSelector": {}}),
+        (selectors, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring",
+                                                           "team": "observability"}},
+                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}),
+    ]:
+        policies = {component(p): p["spec"] for p in find(render(PRODUCTION, sets), "NetworkPolicy", "-metrics")}
+        assert set(policies) == set(METRICS)
+        for name, spec in policies.items():
+            assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == name
+            [rule] = spec["ingress"]
+            assert rule["from"] == [source], name
+            expected = {METRICS[name], 8002} if name == "gpu-inference" else {METRICS[name]}
+            assert {p["port"] for p in rule["ports"]} == expected
+
+
+def test_a_service_monitor_scrapes_every_metrics_port_when_asked():
+    assert not find(render(PRODUCTION), "ServiceMonitor")
+    manifests = render(PRODUCTION, {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.interval": "15s",
+                                    "metrics.serviceMonitor.labels.release": "kube-prometheus-stack"})
+    [monitor] = find(manifests, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"},
+                                 {"port": "triton-metrics", "path": "/metrics", "interval": "15s"}]
+    selected = [s for s in find(manifests, "Service")
+                if spec["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert {component(s) for s in selected} == set(METRICS)
+    assert {p["name"] for s in selected for p in s["spec"]["ports"]} >= {"metrics", "triton-metrics"}
+
+
+def test_scrape_annotations_can_be_left_out_and_pod_annotations_stay():
+    manifests = render(PRODUCTION, {"metrics.podAnnotations": "false", "podAnnotations.team": "photos"})
+    for deployment in find(manifests, "Deployment"):
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["team"] == "photos"
+        assert not [key for key in annotations if key.startswith("prometheus.io/")]
+    plain = render(PRODUCTION, {"metrics.podAnnotations": "false"})
+    assert "annotations" not in find(plain, "Deployment", "-scheduler")[0]["spec"]["template"]["metadata"]
+
+
+def test_tracing_values_become_every_services_tracing_settings():
+    def tracing(manifests: list[dict]) -> list[dict]:
+        return [{k: v["value"] for k, v in env(c).items() if k.startswith("PHOTOCRAFT_TRACING__")}
+                for m in find(manifests, "Deployment") for c in containers(m) if c["name"] != "triton"]
+
+    off = tracing(render(PRODUCTION))
+    assert len(off) == 5
+    assert all(t == {"PHOTOCRAFT_TRACING__ENABLED": "false", "PHOTOCRAFT_TRACING__ENDPOINT": "",
+                     "PHOTOCRAFT_TRACING__SAMPLE_RATIO": "1"} for t in off), off
+    on = tracing(render(PRODUCTION, {"tracing.enabled": "true", "tracing.sampleRatio": "0.25",
+                                     "tracing.endpoint": "http://otel-collector.observability:4318"}))
+    assert all(t == {"PHOTOCRAFT_TRACING__ENABLED": "true",
+                     "PHOTOCRAFT_TRACING__ENDPOINT": "http://otel-collector.observability:4318",
+                     "PHOTOCRAFT_TRACING__SAMPLE_RATIO": "0.25"} for t in on), on

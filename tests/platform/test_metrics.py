@@ -1,8 +1,9 @@
 """Prometheus /metrics of every service of the local stack, and a real job moving their counters.
 
 Other tests may run jobs at the same time, so counters are checked to have moved at least as far as
-this test's job moves them. Ports: infra/supervisord.conf (scheduler 9410, storage-janitor 9420,
-gpu-inference 9400 + N by infra/bin/gpu-inference) and the services' settings (gateway 8080, notifier 8081).
+this test's job moves them. Ports: infra/supervisord.conf (gateway 9430 and notifier 9440, apart from their
+public ports 8080 and 8081, which answer 404 for /metrics; scheduler 9410, storage-janitor 9420) and
+gpu-inference 9400 + N (infra/bin/gpu-inference).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import events_until, fresh, png_bytes, submit, supervisorctl
 
-SERVICES = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420}
+SERVICES = {"gateway": 9430, "notifier": 9440, "scheduler": 9410, "storage-janitor": 9420}
+PUBLIC = {"gateway": 8080, "notifier": 8081}  # what an ingress exposes
 # Each service's own families, present from its start (a labelled family before its first sample too).
 OWN = {"gateway": {"photocraft_http_requests_total", "photocraft_jobs_submitted_total"},
        "notifier": {"photocraft_websocket_connections", "photocraft_websocket_send_queue_events",
@@ -68,6 +70,14 @@ def test_every_service_serves_its_metrics():
         found = set(families(port))
         own = OWN[service.rsplit("-", 1)[0] if service.startswith("gpu-inference") else service]
         assert own <= found, f"{service} (:{port}) lacks {sorted(own - found)}"
+
+
+def test_the_public_ports_do_not_serve_metrics():
+    for service, port in PUBLIC.items():
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert response.status_code == 404, f"{service} (:{port}) answered {response.status_code}"
+        assert "photocraft_" not in response.text
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200  # the port is up
 
 
 async def test_a_job_moves_the_counters_of_every_service(gateway, astronaut):

@@ -24,6 +24,8 @@ from photocraft_common.topics import JOB_EVENTS
 from .helpers import ROOT, events_until, fresh, png_bytes, submit, supervisorctl, tenant_key
 
 REPLICA = "127.0.0.1:8082"
+# Each notifier's Prometheus /metrics, apart from its public port: infra/supervisord.conf, and the replica's below.
+METRICS = {"127.0.0.1:8081": "127.0.0.1:9440", REPLICA: "127.0.0.1:9441"}
 REPLICA_QUEUE = 32  # live events a client of the replica may fall behind by
 
 
@@ -42,7 +44,7 @@ async def healthy(address: str, timeout_s: float = 60) -> None:
 def replica():
     """A second notifier replica on port 8082, in the same consumer group, with a short send queue."""
     env = {**os.environ, "PHOTOCRAFT_PORT": REPLICA.split(":")[1], "PHOTOCRAFT_SEND_QUEUE": str(REPLICA_QUEUE),
-           "PHOTOCRAFT_HEARTBEAT_S": "2"}
+           "PHOTOCRAFT_HEARTBEAT_S": "2", "PHOTOCRAFT_METRICS_PORT": METRICS[REPLICA].split(":")[1]}
     log = open(ROOT / "var" / "log" / "notifier-replica-test.log", "ab")  # noqa: SIM115 (closed below)
     process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "photocraft-notifier")], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
@@ -63,9 +65,11 @@ def replica():
 
 
 async def connections(address: str) -> int:
-    """The notifier's open WebSockets (every feed kind), from its Prometheus /metrics."""
+    """The open WebSockets (every feed kind) of the notifier at ``address``, from its Prometheus /metrics."""
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://{address}/metrics", timeout=5)).text
+        response = await client.get(f"http://{METRICS[address]}/metrics", timeout=5)
+    response.raise_for_status()
+    text = response.text
     return int(sum(sample.value for family in text_string_to_metric_families(text)
                    if family.name == "photocraft_websocket_connections" for sample in family.samples))
 

@@ -5,10 +5,12 @@ each test compares before and after."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import replace
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from aiokafka import TopicPartition
 from fakeredis import FakeAsyncRedis, FakeServer
@@ -26,6 +28,8 @@ from photocraft_common.kafka import make_broker
 from photocraft_common.quotas import Quotas
 from photocraft_common.settings import KafkaSettings
 from photocraft_common.topics import JOBS_SUBMITTED, TASK_RESULTS, model_topic
+from photocraft_gateway.app import create_app
+from photocraft_gateway.settings import GatewaySettings
 from photocraft_janitor import metrics as janitor_metrics
 from photocraft_janitor.janitor import PassReport, SweepReport
 from photocraft_notifier.hub import Hub
@@ -34,6 +38,7 @@ from photocraft_scheduler.endings import Endings
 from photocraft_scheduler.plan import Fail
 from photocraft_scheduler.stages import StageStore
 
+from .test_gateway_routes import KEYRING, Gateway
 from .test_plan import PHOTO, record
 from .test_topics import record as consumer_record
 
@@ -130,7 +135,7 @@ async def test_the_lag_gauge_holds_what_this_process_consumes_now():
     assert value("photocraft_kafka_consumer_lag_messages", group="lag-test", topic=TASK_RESULTS) == 2
 
 
-def test_a_fastapi_app_counts_requests_by_route_template_and_serves_metrics():
+def test_a_fastapi_app_counts_requests_by_route_template_and_does_not_serve_metrics():
     app = FastAPI()
 
     @app.get("/things/{thing_id}")
@@ -146,14 +151,47 @@ def test_a_fastapi_app_counts_requests_by_route_template_and_serves_metrics():
         assert client.get("/things/2").status_code == 200
         assert client.get("/things/x").status_code == 422
         assert client.get("/no/such/path").status_code == 404
-        scraped = client.get("/metrics")
+        assert client.get("/metrics").status_code == 404  # served on a port of its own (metrics.server)
     assert value("photocraft_http_requests_total", **route, status="200") == before["200"] + 2
     assert value("photocraft_http_requests_total", **route, status="422") == before["422"] + 1
-    assert value("photocraft_http_requests_total", route="none", method="GET", status="404") == before_none + 1
-    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
-    assert 'photocraft_http_requests_total{method="GET",route="/things/{thing_id}",status="200"}' in scraped.text
-    assert 'route="/metrics"' not in scraped.text  # scrapes are not counted
+    assert value("photocraft_http_requests_total", route="none", method="GET", status="404") == before_none + 2
     assert "/metrics" not in app.openapi()["paths"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_the_metrics_server_serves_the_registry_alone_and_port_0_is_off():
+    port = free_port()
+    async with metrics.server("127.0.0.1", port) as bound, httpx.AsyncClient() as client:
+        assert bound == port
+        scraped = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        assert "# TYPE photocraft_http_requests_total counter" in scraped.text
+        assert (await client.get(f"http://127.0.0.1:{port}/v1/jobs")).status_code == 404
+        with pytest.raises(OSError):  # the address is taken
+            async with metrics.server("127.0.0.1", port):
+                pass
+    with pytest.raises(httpx.ConnectError):  # closed on exit
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    async with metrics.server("127.0.0.1", 0) as bound:
+        assert bound is None
+
+
+def test_the_gateway_serves_metrics_on_its_metrics_port_only():
+    port = free_port()
+    settings = GatewaySettings(keyring=KEYRING, metrics_port=port)
+    with TestClient(create_app(settings, Gateway().connect)) as client:
+        assert client.get("/metrics").status_code == 404
+        assert client.get("/healthz").status_code == 200
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200
+        assert 'photocraft_http_requests_total{method="GET",route="/healthz",status="200"}' in scraped.text
+    with pytest.raises(httpx.ConnectError):  # stopped with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
 
 
 @pytest.fixture

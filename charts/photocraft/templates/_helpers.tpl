@@ -130,6 +130,12 @@ app.kubernetes.io/component: {{ .component }}
 - name: PHOTOCRAFT_S3__CA_BUNDLE
   value: /etc/photocraft/tls/s3/ca.crt
 {{- end }}
+- name: PHOTOCRAFT_TRACING__ENABLED
+  value: {{ $v.tracing.enabled | quote }}
+- name: PHOTOCRAFT_TRACING__ENDPOINT
+  value: {{ ternary $v.tracing.endpoint "" $v.tracing.enabled | quote }}
+- name: PHOTOCRAFT_TRACING__SAMPLE_RATIO
+  value: {{ $v.tracing.sampleRatio | toString | quote }}
 - name: PHOTOCRAFT_KEYRING
   valueFrom:
     secretKeyRef:
@@ -138,6 +144,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+A pod's annotations: podAnnotations, and with metrics.podAnnotations Prometheus' scrape annotations for its
+metrics port (dict root, port); nothing when both are empty.
+*/}}
+{{- define "photocraft.podAnnotations" -}}
+{{- $annotations := deepCopy .root.Values.podAnnotations -}}
+{{- if .root.Values.metrics.podAnnotations -}}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" -}}
+{{- $_ := set $annotations "prometheus.io/port" (.port | int64 | toString) -}}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" -}}
+{{- end -}}
+{{- with $annotations }}{{ toYaml . }}{{ end -}}
 {{- end -}}
 
 {{/* Writable scratch space (the root filesystem is read-only) and the CA bundles. */}}

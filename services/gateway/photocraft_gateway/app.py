@@ -1,8 +1,9 @@
 """The gateway's FastAPI application: its lifespan (the platform's clients) and its routes.
 
 Routes: jobs.py (``/v1/jobs``), batches.py (``/v1/batches``), ``/healthz`` and ``/readyz``
-(photocraft_common.health_routes), ``/metrics`` (Prometheus: photocraft_common.metrics) and the web page
-(``/``, from ``static/``; see docs/web.md).
+(photocraft_common.health_routes) and the web page (``/``, from ``static/``; see docs/web.md). Prometheus'
+``/metrics`` is not among them: it is served on ``PHOTOCRAFT_METRICS_PORT`` (photocraft_common.metrics.server)
+while the app runs.
 What the routes depend on is in deps.py.
 """
 
@@ -56,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with connect(settings) as platform:
+        async with metrics.server(settings.metrics_host, settings.metrics_port), connect(settings) as platform:
             app.state.platform, app.state.readiness = platform, platform.readiness
             yield
 
@@ -64,7 +65,7 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
     problems.install(app, {"/readyz": {"503": {"description": "a check failed (the body names it)",
                                                "content": {"application/json": {"schema": {"type": "object"}}}}}})
     app.add_middleware(RateLimitMiddleware)  # requests per client on /v1/ (ratelimit.py)
-    metrics.instrument(app)  # /metrics; outside the rate limit, so its 429s are counted too
+    metrics.instrument(app)  # counts requests; outside the rate limit, so its 429s are counted too
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(health_routes.router, responses=problems.responses(404, 405, 429, 500))

@@ -16,6 +16,10 @@ RATE_LIMITS = {"local": ("1000/second;30000/minute", "1000/second;30000/minute")
 class GatewaySettings(PlatformSettings):
     host: str = "127.0.0.1"
     port: int = 8080
+    # Prometheus /metrics on a listener of its own, never the public port (which answers 404 there); 0: off.
+    # The local stack's: infra/supervisord.conf; the chart's: charts/photocraft (docs/observability.md).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
     # Base of the notifier's WebSocket URLs handed to clients.
     events_base_url: str = "ws://127.0.0.1:8081"
     max_upload_bytes: int = 25 * 1024 * 1024

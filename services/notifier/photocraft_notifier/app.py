@@ -24,7 +24,8 @@ reconnect with ``after`` = the last ``seq`` (``cursor``) seen.
 Parts: deps.py (what one process holds), consumer.py (Kafka to the event log),
 hub.py (the live feed, fanned out in the process), relay.py (one feed to one
 WebSocket), routes.py (the endpoints); ``/healthz`` and ``/readyz`` (Kafka, Redis,
-S3) are photocraft_common.health_routes, ``/metrics`` (Prometheus) photocraft_common.metrics.
+S3) are photocraft_common.health_routes. Prometheus' ``/metrics`` is not on this app
+(404 here) but on ``PHOTOCRAFT_METRICS_PORT`` (photocraft_common.metrics.server).
 """
 
 from __future__ import annotations
@@ -48,22 +49,23 @@ from .settings import NotifierSettings
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    """Follow the live feed and trim tenant logs by age (eventlog.py), then consume Kafka; on shutdown stop
-    consuming, then stop the rest."""
+    """Serve /metrics on its own port (metrics.server), follow the live feed and trim tenant logs by age
+    (eventlog.py), then consume Kafka; on shutdown stop consuming, then stop the rest."""
     notifier: Notifier = app.state.notifier
-    background = Background()
-    feed_ready = asyncio.Event()
-    background.start(notifier.hub.run(feed_ready), "live event feed")
-    await asyncio.wait_for(feed_ready.wait(), 30)
-    background.start(every(TRIM_INTERVAL_S, notifier.events.trim_due, "tenant log trim"), "tenant log trim")
-    await notifier.broker.start()
-    background.start(every(LAG_INTERVAL_S, lag_refresher(notifier.broker), "consumer lag"), "consumer lag")
-    try:
-        yield
-    finally:
-        await notifier.broker.stop()
-        await background.stop()
-        await notifier.redis.aclose()
+    async with metrics.server(notifier.settings.metrics_host, notifier.settings.metrics_port):
+        background = Background()
+        feed_ready = asyncio.Event()
+        background.start(notifier.hub.run(feed_ready), "live event feed")
+        await asyncio.wait_for(feed_ready.wait(), 30)
+        background.start(every(TRIM_INTERVAL_S, notifier.events.trim_due, "tenant log trim"), "tenant log trim")
+        await notifier.broker.start()
+        background.start(every(LAG_INTERVAL_S, lag_refresher(notifier.broker), "consumer lag"), "consumer lag")
+        try:
+            yield
+        finally:
+            await notifier.broker.stop()
+            await background.stop()
+            await notifier.redis.aclose()
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:

@@ -12,6 +12,10 @@ CONNECTION_LIMITS = {"local": (1000, 1000), "production": (100, 50)}
 class NotifierSettings(PlatformSettings):
     host: str = "127.0.0.1"
     port: int = 8081
+    # Prometheus /metrics on a listener of its own, never the public port (which answers 404 there); 0: off.
+    # The local stack's: infra/supervisord.conf; the chart's: charts/photocraft (docs/observability.md).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
     # Seconds without events after which a heartbeat message is sent.
     heartbeat_s: float = 15.0
     # Live events waiting for one client; a client further behind is told to resync.
