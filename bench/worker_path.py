@@ -1,6 +1,7 @@
 """Micro-benchmarks of the gpu-inference worker path, each cost measured as it was and as it is now.
 
-    .venv/bin/python bench/worker_path.py [--photos 12] [--only encode,matting,intermediate,hop,triton,resize,tiling]
+    .venv/bin/python bench/worker_path.py [--photos 12] [--append]
+        [--only encode,matting,intermediate,hop,triton,resize,tiling,io,deflate]
 
 Writes bench/results/worker_path.md (issue 13, item 3). Needs the local platform (`make up`): the
 photos' masks come from Triton's u2netp, the intermediate round trip goes through its S3, the hop
@@ -20,6 +21,12 @@ photos, 0.25-4 MP, every size band in any prefix). Sections:
   with FastStream's polling (before) and kafka.poll_without_pause (now); random gaps between messages.
 - triton: u2netp's compute_infer from Triton's statistics against the model alone in this machine's
   .venv-triton (same weights, same serving code), one request at a time.
+- io: the worker's S3, Redis and Kafka steps around the model, one after another (before) against
+  overlapped (now), and an S3 put with and without botocore's CRC32 (bench/worker_io.py).
+- deflate: the cut-outs as PNG, libpng's zlib (now) against libdeflate and zlib-ng (bench/worker_io.py).
+
+``--append``: add the sections run to the end of the report, under a line of their own (machine, load),
+instead of writing it anew.
 
 Each figure is the median over the photos or messages (p90 and max where a tail matters); the load
 average shows how busy the machine was (other processes slow everything alike).
@@ -356,15 +363,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--messages", type=int, default=40)
-    parser.add_argument("--only", default="encode,matting,intermediate,hop,triton,resize,tiling")
+    parser.add_argument("--only", default="encode,matting,intermediate,hop,triton,resize,tiling,io,deflate")
     parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument("--append", action="store_true", help="append the sections run to the report")
     args = parser.parse_args()
     only = set(args.only.split(","))
     started = time.monotonic()
     chosen = corpus(args.photos)
     names = [p.path.stem for p in chosen]
     photos = [decode(p.path.read_bytes()).rgb for p in chosen]
-    found = masks(photos) if only & {"encode", "matting", "resize"} else []
+    found = masks(photos) if only & {"encode", "matting", "resize", "deflate"} else []
     sections: list[str] = []
     if "encode" in only:
         results = [cut_out(rgb, mask, {}) for rgb, mask in zip(photos, found, strict=True)]
@@ -373,10 +381,10 @@ def main() -> None:
     if "matting" in only:
         sections += matting_section(names, photos, found)
         print("matting done", flush=True)
+    one_mp = next(rgb for rgb in photos if 0.8e6 <= rgb.shape[0] * rgb.shape[1] <= 1.2e6) \
+        if any(0.8e6 <= rgb.shape[0] * rgb.shape[1] <= 1.2e6 for rgb in photos) else \
+        cv2.resize(photos[0], (1000, 1000), interpolation=cv2.INTER_AREA)
     if "intermediate" in only:
-        one_mp = next(rgb for rgb in photos if 0.8e6 <= rgb.shape[0] * rgb.shape[1] <= 1.2e6) \
-            if any(0.8e6 <= rgb.shape[0] * rgb.shape[1] <= 1.2e6 for rgb in photos) else \
-            cv2.resize(photos[0], (1000, 1000), interpolation=cv2.INTER_AREA)
         sections += intermediate_section(one_mp)
         print("intermediate done", flush=True)
     if "hop" in only:
@@ -390,6 +398,16 @@ def main() -> None:
         print("resize done", flush=True)
     if "tiling" in only:
         sections += tiling_section()
+    if "deflate" in only:
+        from worker_io import deflate_section  # bench/worker_io.py
+
+        sections += deflate_section([cut_out(rgb, mask, {}) for rgb, mask in zip(photos, found, strict=True)])
+        print("deflate done", flush=True)
+    if "io" in only:
+        from worker_io import section as io_section  # bench/worker_io.py
+
+        sections += io_section(one_mp)
+        print("io done", flush=True)
     load = os.getloadavg()
     header = ["# The worker path: where a remove-background photo's time went, before and now", "",
               f"Produced by `bench/worker_path.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
@@ -397,7 +415,14 @@ def main() -> None:
               f"end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}. Photos: the first {args.photos} of "
               "bench/photos.py's corpus. Python " + sys.version.split()[0] + ".", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + sections))
+    if args.append:
+        added = [f"Added by `bench/worker_path.py --only {args.only} --append` on {datetime.now(UTC):%Y-%m-%d %H:%M} "
+                 f"UTC, {cpu_model()}, {os.cpu_count()} cores; load average (1, 5, 15 min) at the end {load[0]:.1f}, "
+                 f"{load[1]:.1f}, {load[2]:.1f}.", ""]
+        before = args.out.read_text().rstrip("\n") + "\n\n" if args.out.exists() else ""
+        args.out.write_text(before + "\n".join(added + sections))
+    else:
+        args.out.write_text("\n".join(header + sections))
     print(args.out)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream.kafka import KafkaBroker
 
 from .contracts import JobEvent, new_id, now
@@ -27,3 +29,30 @@ class EventPublisher:
         event = JobEvent(event_id=event_id, job_id=job_id, tenant_id=tenant_id, time=now(), **kind)
         await publish(self._broker, JOB_EVENTS, event)
         return event
+
+
+class OrderedEvents:
+    """One task's events, published in the order emitted without holding the task up.
+
+    ``emit`` returns at once; each event is published after the one before it (its own
+    ``EventPublisher.emit``, so on Kafka in order). ``flush`` waits until all are published and raises
+    the first publish error; call it before anything that must come after them (the TaskResult, whose
+    ``completed`` event the scheduler publishes).
+    """
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+        self._last: asyncio.Task | None = None
+
+    def emit(self, job_id: str, tenant_id: str, **kind) -> None:
+        previous = self._last
+
+        async def send() -> None:
+            if previous is not None:
+                await previous  # an earlier failure fails this one too: flush raises it
+            await self._publisher.emit(job_id, tenant_id, **kind)
+        self._last = asyncio.ensure_future(send())
+
+    async def flush(self) -> None:
+        if self._last is not None:
+            await self._last

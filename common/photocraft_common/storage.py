@@ -70,6 +70,10 @@ def make_client(settings: S3Settings, endpoint_url: str | None = None) -> BaseCl
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             retries={"max_attempts": 5, "mode": "standard"},
+            # No CRC32 of every body (botocore >= 1.36 adds one unless asked not to): without a checksum
+            # header SigV4 signs the payload's SHA-256, over http and https alike (botocore S3SigV4Auth).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         ),
     )
 

@@ -174,12 +174,13 @@ class TritonPool:
                      [i for i in self.instances if i.healthy]
         if not candidates:
             raise InstanceDown("no Triton instance is ready")
-        resident = [i for i in candidates if await i.residency.resident(model)]
-        if resident:
-            loads = [await i.residency.in_flight(model) for i in resident]
+        held = await asyncio.gather(*(i.residency.resident(model) for i in candidates))  # instances at once
+        if resident := [i for i, has in zip(candidates, held, strict=True) if has]:
+            loads = await asyncio.gather(*(i.residency.in_flight(model) for i in resident))
             return resident[loads.index(min(loads))]
-        room = [i.residency.budget - sum(map(i.residency.footprint, await i.residency.loaded()))
-                for i in candidates]
+        loaded = await asyncio.gather(*(i.residency.loaded() for i in candidates))
+        room = [i.residency.budget - sum(map(i.residency.footprint, m))
+                for i, m in zip(candidates, loaded, strict=True)]
         return candidates[room.index(max(room))]
 
     async def _call(self, model: str, call: Callable[[Instance], Awaitable]):

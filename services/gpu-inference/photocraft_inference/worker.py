@@ -2,9 +2,11 @@
 
 The result's address comes from the loaded model's weights digest, the
 parameters and the inputs' content ids (photocraft_common.reuse); if an
-earlier job stored that result, it is reused. Otherwise the stage's objects
-are written first (the image, then its mask if the model makes one), then
-its manifest, then the TaskResult is published; the consumer offset is
+earlier job stored that result, it is reused (the input is fetched meanwhile,
+in case it is not). Otherwise the stage's objects are written first (the image
+and its mask, if the model makes one, at once), then its manifest, then the
+TaskResult is published; the task's events (started, progress) go out in order
+beside the work, all of them before the TaskResult. The consumer offset is
 committed only after that (by the subscriber's ack policy). A worker that
 dies mid-task leaves its offset uncommitted, so the task is delivered again
 to whichever worker takes over the partition.
@@ -16,6 +18,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import nullcontext
 
 from faststream.kafka import KafkaBroker
 
@@ -29,7 +32,7 @@ from photocraft_common.contracts import (
     TaskResult,
     now,
 )
-from photocraft_common.events import EventPublisher
+from photocraft_common.events import EventPublisher, OrderedEvents
 from photocraft_common.images import FORMATS, InvalidImage, decode, encode
 from photocraft_common.kafka import publish
 from photocraft_common.keyring import Keyring
@@ -71,45 +74,54 @@ class Worker:
         log.info("task %s on %s", task.task_id, task.model)
         result = TaskResult(task_id=task.task_id, job_id=task.job_id, stage=task.stage,
                             model=task.model, attempt=task.attempt, worker_id=self.worker_id)
+        events = OrderedEvents(self._events)
         try:
-            result.output.CopyFrom(await self._run(task))
+            result.output.CopyFrom(await self._run(task, events))
         except tuple(FINAL_ERRORS) as exc:
             code = next(c for kind, c in FINAL_ERRORS.items() if isinstance(exc, kind))
             result.error.CopyFrom(TaskError(code=code, message=str(exc)))
         except Exception as exc:
             log.exception("task %s failed", task.task_id)
             result.error.CopyFrom(TaskError(code="internal-error", message=repr(exc), retryable=True))
+        if result.HasField("error"):
+            await _settle(events, task)  # the failure's events stay before it too
         result.duration_ms = int((time.monotonic() - started) * 1000)
         result.finished_at.CopyFrom(now())
         await publish(self._broker, TASK_RESULTS, result)
         log.info("task %s %s in %d ms", task.task_id, result.WhichOneof("outcome"), result.duration_ms)
         return result
 
-    async def _run(self, task: TaskDispatched) -> TaskOutput:
+    async def _run(self, task: TaskDispatched, events: OrderedEvents) -> TaskOutput:
         async def progress(fraction: float, message: str) -> None:
             percent = task.progress_from + fraction * (task.progress_to - task.progress_from)
-            await self._events.emit(task.job_id, task.tenant_id, progress=Progress(
+            events.emit(task.job_id, task.tenant_id, progress=Progress(
                 stage=task.stage, percent=round(percent, 1), message=message))
 
         config = await self._triton.config(task.model)
         parameters = config["parameters"]
         params = json.loads(task.params_json or "{}")
         key, result_id = self._address(task, parameters["photocraft.weights"]["string_value"], params)
-        deadline = await self._store.job_deadline(task.job_id)  # the job's objects are purged then
-        reused = await self._store.read_manifest(key)
-        if reused is not None and await self._store.touch(
-                [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects], deadline):
-            log.info("task %s: result reused from %s", task.task_id, key)
-            return reused
-        await self._events.emit(task.job_id, task.tenant_id,
-                                started=Started(stage=task.stage, worker_id=self.worker_id))
+        fetch = asyncio.ensure_future(self._fetch(task)) if task.inputs else None  # meanwhile
+        if fetch is not None:  # its error is raised by the await below, or is moot when the result is reused
+            fetch.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            # The job's deadline (its objects are purged then), and an earlier job's result at this address.
+            deadline, reused = await asyncio.gather(self._store.job_deadline(task.job_id),
+                                                    self._store.read_manifest(key))
+            if reused is not None and await self._store.touch(
+                    [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects], deadline):
+                log.info("task %s: result reused from %s", task.task_id, key)
+                return reused
+            events.emit(task.job_id, task.tenant_id, started=Started(stage=task.stage, worker_id=self.worker_id))
+            data = await fetch if fetch else None
+        finally:
+            if fetch is not None and not fetch.done():
+                fetch.cancel()
         # Only a final stage is sent its output quality (scheduler plan.Dispatch); without one the output is an
         # intermediate that only the next stage reads, stored as the cheapest PNG to write and read.
         quality = params.pop("quality", None)
         source = None
-        if task.inputs:
-            with step(task.model, "fetch"):
-                data = await self._store.get(task.inputs[0])
+        if data is not None:
             with step(task.model, "decode"):
                 source = await asyncio.to_thread(decode, data)
             await progress(0.1, "input decoded")
@@ -122,7 +134,12 @@ class Worker:
             output.objects.extend(await self._store_images(key, result_id, produced, quality, deadline, task.model))
         await self._store.write_manifest(key, output, deadline)
         await progress(0.95, "result stored")
+        await events.flush()  # a failed event fails the task (retryable), as when each was awaited
         return output
+
+    async def _fetch(self, task: TaskDispatched) -> bytes:
+        with step(task.model, "fetch"):
+            return await self._store.get(task.inputs[0])
 
     def _address(self, task: TaskDispatched, weights: str, params: dict) -> tuple[str, str]:
         """Where the result goes, and its content id: reusable when every input has a content id."""
@@ -134,17 +151,28 @@ class Worker:
 
     async def _store_images(self, key: str, result_id: str, produced: Produced, quality: int | None,
                             deadline: float | None, model: str) -> list[ObjectRef]:
+        """The image (and the mask, if any) encoded and stored, both at once; the image's ref first."""
         extension = key.rsplit(".", 1)[1]
         height, width = produced.image.shape[:2]
-        with step(model, "encode"):
-            data = await asyncio.to_thread(encode, produced.image, extension, quality or 92, quality is None)
-        with step(model, "store"):
-            image = await self._store.put(key, data, FORMATS[extension][1], width, height, deadline)
-        image.content_id, image.role = result_id, "image"
-        refs = [image]
+        objects = [(key, produced.image, extension, FORMATS[extension][1], result_id, "image")]
         if produced.mask is not None:
-            png = await asyncio.to_thread(encode, produced.mask, "png")
-            mask = await self._store.put(sibling_key(key, "mask.png"), png, "image/png", width, height, deadline)
-            mask.content_id, mask.role = f"{result_id}:mask", "mask"
-            refs.append(mask)
-        return refs
+            objects.append((sibling_key(key, "mask.png"), produced.mask, "png", "image/png", f"{result_id}:mask",
+                            "mask"))
+
+        async def one(object_key: str, pixels, ext: str, content_type: str, content_id: str, role: str) -> ObjectRef:
+            image = role == "image"  # the steps timed (metrics.STEP_SECONDS) are the image's
+            with step(model, "encode") if image else nullcontext():
+                data = await asyncio.to_thread(encode, pixels, ext, quality or 92, quality is None and image)
+            with step(model, "store") if image else nullcontext():
+                ref = await self._store.put(object_key, data, content_type, width, height, deadline)
+            ref.content_id, ref.role = content_id, role
+            return ref
+        return list(await asyncio.gather(*(one(*entry) for entry in objects)))
+
+
+async def _settle(events: OrderedEvents, task: TaskDispatched) -> None:
+    """Wait for a failed task's events; one that could not be published is logged (the failure still goes)."""
+    try:
+        await events.flush()
+    except Exception:
+        log.exception("task %s: an event was not published", task.task_id)

@@ -166,8 +166,7 @@ class Scheduler:
             ready = plan.ready(states)
             if not ready:
                 break
-            outputs = await self.stages.outputs(record.job_id)
-            available = await self.models.available()
+            outputs, available = await asyncio.gather(self.stages.outputs(record.job_id), self.models.available())
             for stage in ready:
                 match plan.decide(stage, states, outputs, available):
                     case Skip() as skip:
@@ -185,7 +184,7 @@ class Scheduler:
         waiting = {name: n for name, state in states.items() if (n := State.queued_attempt(state))}
         if not waiting or not self._settings.fair_share:
             return
-        outputs, available = await self.stages.outputs(record.job_id), await self.models.available()
+        outputs, available = await asyncio.gather(self.stages.outputs(record.job_id), self.models.available())
         for name, attempt in waiting.items():
             dispatch = plan.redispatch(name, states, outputs, available)
             task = dispatch.task(record, attempt, pb.now())
