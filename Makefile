@@ -18,8 +18,9 @@ help: ## List the targets
 install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp $(JAEGER) proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
-	@dpkg -s redis-server libvulkan1 libomp5-14 chromium chromium-driver unzip >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	    $(SUDO) apt-get install -y -qq redis-server libvulkan1 libomp5-14 chromium chromium-driver unzip; }
+	@dpkg -s redis-server postgresql libvulkan1 libomp5-14 chromium chromium-driver unzip >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) apt-get install -y -qq redis-server postgresql libvulkan1 libomp5-14 chromium chromium-driver unzip; }
 	@command -v java >/dev/null && command -v mvn >/dev/null || { echo "Java 17+ and Maven are required (apt-get install openjdk-17-jre-headless maven)"; exit 1; }
 
 .venv/.stamp: requirements.txt constraints.txt common/pyproject.toml $(wildcard services/*/pyproject.toml) sdk/pyproject.toml

@@ -1,6 +1,6 @@
 """Start, stop and inspect the local platform (run by make up / make down / make status).
 
-    python infra/stack.py up       infrastructure, then topics and bucket, then services
+    python infra/stack.py up       infrastructure, then the database's migrations, topics and bucket, then services
     python infra/stack.py down     stop everything that was started, by PID
     python infra/stack.py status
 
@@ -24,9 +24,11 @@ from pathlib import Path
 
 import httpx
 import redis
+import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
+from photocraft_common.database import make_engine
 from photocraft_common.keyring import Keyring
 from photocraft_common.settings import LOCAL_KEYRING, PlatformSettings
 from photocraft_common.storage import make_client
@@ -42,7 +44,7 @@ PORTS = {
     "kafka": [9092, 9093], "redis": [6379], "s3": [8333, 8888, 9333, 9340],
     "triton": [8000, 8001, 8002], "triton-2": [8100, 8101, 8102], "gateway": [8080, 9430], "notifier": [8081, 9440],
     "gpu-inference": [9400, 9401], "scheduler": [9410], "storage-janitor": [9420],
-    "jaeger": [16686, 16685, 4317, 4318, 14269],
+    "jaeger": [16686, 16685, 4317, 4318, 14269], "postgres": [15432],
 }
 # Where each service process answers /healthz and /readyz (photocraft_common.health).
 HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
@@ -117,6 +119,25 @@ def check_s3() -> None:
     make_client(s3).list_buckets()
 
 
+def check_postgres() -> None:
+    """A query answered with the local profile's password (var/secrets/postgres-password, made when
+    infra/bin/postgres first starts: settings are read anew each try)."""
+    async def probe() -> None:
+        engine = make_engine(PlatformSettings().database)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(sa.text("SELECT 1"))
+        finally:
+            await engine.dispose()
+    asyncio.run(probe())
+
+
+def migrate() -> None:
+    """Bring the database's schema to the newest migration (alembic upgrade head: a no-op when it is there)."""
+    subprocess.run([BIN / "alembic", "-c", ROOT / "alembic.ini", "upgrade", "head"], check=True)
+    print(f"  {'postgres schema':<16} at the newest migration")
+
+
 def ensure_keyring(path: Path = LOCAL_KEYRING) -> None:
     """Make this installation's keyring (device tokens, S3 prefixes) at its first start: one random key,
     in a file only its owner reads (0600, in a 0700 folder). An existing one is kept, and checked."""
@@ -153,6 +174,8 @@ def up() -> None:
     wait_for("triton", check_http("http://127.0.0.1:8000/v2/health/ready"))
     wait_for("triton-2", check_http("http://127.0.0.1:8100/v2/health/ready"))
     wait_for("jaeger", check_http("http://127.0.0.1:16686/api/services"))  # traces; the services run without it
+    wait_for("postgres", check_postgres)
+    migrate()
     subprocess.run([BIN / "photocraft-bootstrap"], check=True)
     print("services:")
     supervisorctl("start", "services:*", check=False)

@@ -10,7 +10,8 @@ falls back to those files (``LOCAL_S3_CONFIG``, ``LOCAL_KEYRING``). With
 ``PHOTOCRAFT_PROFILE=production`` the settings need ``PHOTOCRAFT_S3__ACCESS_KEY_ID``,
 ``PHOTOCRAFT_S3__SECRET_ACCESS_KEY`` and ``PHOTOCRAFT_KEYRING`` or
 ``PHOTOCRAFT_KEYRING_FILE`` (``ValidationError`` naming each missing variable),
-so every service refuses to start without them.
+so every service refuses to start without them. PostgreSQL (``PHOTOCRAFT_DATABASE__URL``) has no
+default in production either; a service that needs it raises ``DatabaseMissing`` (docs/billing.md).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .keyring import Keyring, KeyringMissing
 from .tiers import DEFAULT_TIERS, Tier, TierPolicy
+from .usage.prices import DEFAULT_PRICES, check_prices
 
 VAR = Path(__file__).resolve().parents[2] / "var"  # the local stack's, in this checkout
 # The local stack's S3 identities (SeaweedFS's -s3.config file), with random keys made at its first start by
@@ -33,6 +36,9 @@ LOCAL_S3_CONFIG = VAR / "s3" / "security" / "s3.json"
 LOCAL_S3_IDENTITY = "photocraft"
 # The local stack's keyring: made at its first start by infra/stack.py (make up).
 LOCAL_KEYRING = VAR / "secrets" / "keyring.json"
+# The local stack's PostgreSQL (infra/bin/postgres): its role's password, random, made at its first start.
+LOCAL_DATABASE_PASSWORD = VAR / "secrets" / "postgres-password"
+LOCAL_DATABASE = "photocraft@127.0.0.1:15432/photocraft"  # role@host:port/database
 # PlatformSettings.trusted_proxies when unset: tests on the local stack vary their client address with
 # X-Forwarded-For from 127.0.0.1; production believes no proxy until told which (docs/deploy.md).
 TRUSTED_PROXIES = {"local": ("127.0.0.1/32",), "production": ()}
@@ -196,6 +202,55 @@ class RedisSettings(BaseModel):
 LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4318"  # the local stack's Jaeger, its OTLP/HTTP receiver
 
 
+class DatabaseMissing(RuntimeError):
+    """No database is configured where a service needs one."""
+
+
+class DatabaseSettings(BaseModel):
+    """PostgreSQL, the system of record (the usage ledger, photocraft_common.usage.ledger):
+    ``PHOTOCRAFT_DATABASE__URL=postgresql://user:password@host:5432/database`` (``postgresql+asyncpg://``
+    too; kept as the latter, the driver used). Unset: the local stack's in the local profile (its password
+    from LOCAL_DATABASE_PASSWORD, made by `make up`); none in production, where ``required_url`` raises."""
+
+    model_config = PRIVATE
+
+    url: SecretStr | None = None
+    pool_size: int = Field(5, ge=1)  # connections each process keeps open, at most
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _postgresql(cls, value: str | SecretStr | None) -> str | None:
+        """The URL with the asyncpg driver; raises ValueError naming the variable, never echoing the URL."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+            raise ValueError("PHOTOCRAFT_DATABASE__URL must start with postgresql:// or postgresql+asyncpg://")
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("PHOTOCRAFT_DATABASE__URL needs a host and a database: postgresql://user:password@"
+                             "host:port/database")
+        return "postgresql+asyncpg" + text[len(parts.scheme):]
+
+    def required_url(self) -> str:
+        """The asyncpg URL; raises DatabaseMissing, saying where it comes from, when unset."""
+        if self.url is None:
+            raise DatabaseMissing(f"no database: `make up` starts the local stack's ({LOCAL_DATABASE}, password in "
+                                  f"{LOCAL_DATABASE_PASSWORD}); elsewhere set PHOTOCRAFT_DATABASE__URL")
+        return self.url.get_secret_value()
+
+
+def local_database_url(password_file: Path | None = None) -> str | None:
+    """The local stack's database URL (LOCAL_DATABASE) with the password in ``password_file`` (default
+    LOCAL_DATABASE_PASSWORD), or None while that file does not exist (before the stack's first start)."""
+    try:
+        password = (password_file or LOCAL_DATABASE_PASSWORD).read_text().strip()
+    except FileNotFoundError:
+        return None
+    role, address = LOCAL_DATABASE.split("@")
+    return f"postgresql+asyncpg://{role}:{quote(password, safe='')}@{address}"
+
+
 class TracingSettings(BaseModel):
     """OpenTelemetry traces (photocraft_common.telemetry), e.g. ``PHOTOCRAFT_TRACING__SAMPLE_RATIO=0.1``."""
 
@@ -224,6 +279,10 @@ class PlatformSettings(BaseSettings):
     s3: S3Settings = S3Settings()
     redis: RedisSettings = RedisSettings()
     tracing: TracingSettings = TracingSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    # Units charged per job, by tier and operation (photocraft_common.usage.prices, docs/billing.md), e.g.
+    # PHOTOCRAFT_PRICES='{"pro": {"restore": 4, ...}, ...}': every tier and operation, whole units >= 0.
+    prices: dict[Tier, dict[str, int]] = Field(default_factory=lambda: check_prices(DEFAULT_PRICES))
     # The lifetime of everything of a job, in seconds (24 h; lower only for tests): its Redis record,
     # parameters, prompt, stage state and event log expire after it, and photocraft-bootstrap derives
     # the Kafka topics' retention from it (photocraft_common.topics).
@@ -290,6 +349,20 @@ class PlatformSettings(BaseSettings):
     def _profile_proxies(self) -> PlatformSettings:
         if self.trusted_proxies is None:
             self.trusted_proxies = list(TRUSTED_PROXIES[self.profile])
+        return self
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _complete_prices(cls, value: dict[Tier, dict[str, int]]) -> dict[Tier, dict[str, int]]:
+        try:
+            return check_prices(value)
+        except ValueError as exc:
+            raise ValueError(f"PHOTOCRAFT_PRICES: {exc}") from None
+
+    @model_validator(mode="after")
+    def _profile_database(self) -> PlatformSettings:
+        if self.database.url is None and self.profile == "local" and (url := local_database_url()):
+            self.database = self.database.model_copy(update={"url": SecretStr(url)})
         return self
 
     @model_validator(mode="after")

@@ -183,7 +183,11 @@ async def test_a_restore_job_is_one_trace_across_all_five_services(settings, s3,
     dispatched = Counter(s["operationName"].split()[0] for s in trace.named("photocraft-scheduler", " publish")
                          if s["operationName"].startswith(MODEL_TOPIC))
     handled = Counter(s["operationName"].split()[0] for s in trace.named("photocraft-gpu-inference", " handle"))
-    assert dispatched == handled and sum(handled.values()) == len(started), (dispatched, handled, started)
+    # Every dispatched stage was handled; a task Kafka delivered again (a worker group rebalancing after a
+    # restart) is handled twice, the second time by reusing the stored result, with no second `started`.
+    assert set(handled) == set(dispatched) and all(handled[m] >= n for m, n in dispatched.items()), (
+        dispatched, handled)
+    assert sum(dispatched.values()) <= len(started) <= sum(handled.values()), (dispatched, handled, started)
     for task in trace.named("photocraft-gpu-inference", " handle"):
         below = [s for s in trace.spans.values() if trace.descends(s, task)]
         model = task["operationName"].split()[0].removeprefix(MODEL_TOPIC)
