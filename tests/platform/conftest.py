@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from skimage import data as samples
 
 from photocraft_common.kafka import connection_kwargs
+from photocraft_common.redis_client import make_redis
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
 
@@ -41,6 +42,14 @@ async def admin(settings):
     await client.start()
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def redis(settings):
+    """A client of the platform's Redis."""
+    client = make_redis(settings.redis)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -200,3 +200,9 @@ def own_triton(http_port: int):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def listed(s3, bucket: str, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in ``bucket``, in S3's (lexicographic) order."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]

@@ -18,7 +18,6 @@ from skimage import data
 
 from photocraft_common.jobs import JobStatus, JobStore
 from photocraft_common.quotas import Quotas
-from photocraft_common.redis_client import make_redis
 from photocraft_common.topics import JOBS_SUBMITTED
 
 from .helpers import GATEWAY, absent, events_until, fresh, png_bytes, submit, supervisorctl, tenant_key
@@ -34,13 +33,6 @@ async def free():
     key = tenant_key(f"honest-{uuid.uuid4().hex[:10]}", "free")
     async with httpx.AsyncClient(base_url=GATEWAY, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
         yield client
-
-
-@pytest.fixture
-async def redis(settings):
-    client = make_redis(settings.redis)
-    yield client
-    await client.aclose()
 
 
 async def charged(redis, settings, job_id: str) -> tuple[str, int]:

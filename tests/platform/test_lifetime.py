@@ -22,29 +22,16 @@ from photocraft_common.batches import BatchStore, batch_keys
 from photocraft_common.contracts import Completed, JobEvent, ObjectRef, Progress, new_id, now
 from photocraft_common.expiry import ExpiryIndex, batch_entry, job_entry, object_entry
 from photocraft_common.jobs import JobStore, job_key, tombstone_key
-from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import tenant_prefix
 from photocraft_common.topics import JOB_EVENTS, PARTNER_EVENTS
 from photocraft_janitor.janitor import purge_due
 from photocraft_notifier.eventlog import TENANT_LOGS, TRIM_INTERVAL_S, tenant_stream
 from photocraft_scheduler.stages import StageStore
 
-from .helpers import GATEWAY, events_until, events_while, fresh, png_bytes, submit, tenant_key
+from .helpers import GATEWAY, events_until, events_while, fresh, listed, png_bytes, submit, tenant_key
 from .test_partners import register_partner
 
 EPOCH = 1.0  # the shortened deadline: the janitor's clock says the lifetime ended then
-
-
-@pytest.fixture
-async def redis(settings):
-    client = make_redis(settings.redis)
-    yield client
-    await client.aclose()
-
-
-def listed(s3, bucket: str, prefix: str) -> set[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
 
 
 def batch_done(events: list[dict]) -> bool:
@@ -78,7 +65,7 @@ async def test_nothing_of_a_job_is_left_after_its_lifetime(settings, s3, redis, 
             assert record.expires_at == pytest.approx(record.created_at + settings.job_ttl_s, abs=0.01)
             assert await index.job_deadline(record.job_id) == record.expires_at
         prefix = tenant_prefix(settings.required_keyring(), tenant) + "/"
-        objects = sorted(listed(s3, bucket, prefix))
+        objects = listed(s3, bucket, prefix)
         kinds = {key.split("/")[2] if key.split("/")[1] in jobs else key.split("/")[1] for key in objects}
         assert {"input", "cache"} <= kinds, objects  # the uploads, and results later jobs may reuse
         dues = await index.dues([object_entry(bucket, key) for key in objects])
@@ -107,7 +94,7 @@ async def test_nothing_of_a_job_is_left_after_its_lifetime(settings, s3, redis, 
         report = await purge_due(index, s3, now=EPOCH)
 
         assert report.failed == [] and await index.dues(members) == [None] * len(members)
-        assert listed(s3, bucket, prefix) == set()
+        assert listed(s3, bucket, prefix) == []
         assert httpx.get(url, timeout=30).status_code != 200
         for record_id in [*jobs, batch["batch_id"]]:
             assert [key async for key in redis.scan_iter(match=f"{job_key(record_id)}*")] == []

@@ -27,11 +27,10 @@ import pytest
 from photocraft_common.contracts import new_id
 from photocraft_common.expiry import ExpiryIndex, job_entry, object_entry
 from photocraft_common.jobs import JobStore
-from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import tenant_prefix
 from photocraft_common.topics import JOB_EVENTS, TASK_RESULTS, model_topic
 
-from .helpers import GATEWAY, events_until, fresh, png_bytes, submit, tenant_key
+from .helpers import GATEWAY, events_until, fresh, listed, png_bytes, submit, tenant_key
 
 JAEGER = "http://127.0.0.1:16686"
 SERVICES = {f"photocraft-{name}" for name in ("gateway", "scheduler", "gpu-inference", "notifier", "storage-janitor")}
@@ -45,18 +44,6 @@ def jaeger_is_up() -> None:
         httpx.get(f"{JAEGER}/api/services", timeout=5).raise_for_status()
     except httpx.HTTPError as exc:
         pytest.fail(f"Jaeger is not running ({exc!r}); `make up` starts it", pytrace=False)
-
-
-@pytest.fixture
-async def redis(settings):
-    client = make_redis(settings.redis)
-    yield client
-    await client.aclose()
-
-
-def listed(s3, bucket: str, prefix: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
 class Trace:
