@@ -1,13 +1,15 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
-        bench bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
+        bench bench-ledger bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
         model-configs chart-lint chart-test podman base-image images
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
 HELM := var/bin/helm
 JAEGER := var/bin/jaeger
+STRIPE_MOCK := var/bin/stripe-mock
+STRIPE_MOCK_VERSION := v0.203.0
 CHART := charts/photocraft
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PROTO_OUT := common/photocraft/v1/jobs_pb2.py
@@ -15,7 +17,7 @@ PROTO_OUT := common/photocraft/v1/jobs_pb2.py
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp $(JAEGER) proto weights ## Install everything missing (idempotent)
+install: deps .venv/.stamp .venv-triton/.stamp var/kafka/libs/.stamp var/kafka/tools-libs/.stamp $(JAEGER) $(STRIPE_MOCK) proto weights ## Install everything missing (idempotent)
 
 deps: ## Debian packages the stack needs; checks for Java and Maven
 	@dpkg -s redis-server postgresql libvulkan1 libomp5-14 chromium chromium-driver unzip >/dev/null 2>&1 || { \
@@ -57,6 +59,16 @@ $(JAEGER): infra/jaeger/go.mod infra/jaeger/go.sum
 	mkdir -p var/bin
 	cd infra/jaeger && go build -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
 
+# Stripe's mock API server, for tests/platform/test_stripe_export.py (which starts it on a free port), from the
+# Go module proxy; seconds to build. GOPATH (its module cache) and GOCACHE under var/: -modcacherw keeps the
+# cache deletable by `make clean`.
+$(STRIPE_MOCK): Makefile
+	@command -v go >/dev/null || { echo "Go is required to build stripe-mock (https://go.dev/dl/)"; exit 1; }
+	mkdir -p var/bin
+	GOBIN=$(CURDIR)/var/bin GOPATH=$(CURDIR)/var/go GOCACHE=$(CURDIR)/var/go/cache GOFLAGS=-modcacherw \
+	    go install github.com/stripe/stripe-mock@$(STRIPE_MOCK_VERSION)
+	touch $@
+
 proto: $(PROTO_OUT) ## Generate Python code from proto/ into common/photocraft/
 
 $(PROTO_OUT): $(wildcard proto/photocraft/v1/*.proto) .venv/.stamp
@@ -97,8 +109,12 @@ unit: .venv/.stamp .venv-triton/.stamp proto ## Run the tests that need nothing 
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest tests/unit
 
-bench: up ## Remove-background against rembg, and more -> bench/results/speed.md (COLD=1: restarts the platform)
+bench: up ## Remove-background against rembg, and more -> bench/results/speed.md, ledger.md (COLD=1: restarts the platform)
 	$(PY) bench/speed.py $(if $(COLD),--cold)
+	$(PY) bench/ledger.py
+
+bench-ledger: up ## The usage ledger's cost to a job's completion, reports on against off -> bench/results/ledger.md
+	$(PY) bench/ledger.py
 
 bench-quality: demo-key ## Restore and enhance against classical baselines -> bench/results/quality.md
 	$(DEMO_KEY) $(MODELS_PY) bench/quality.py

@@ -49,6 +49,7 @@ from skimage import data
 
 from photocraft_common.accounts import Accounts
 from photocraft_common.contracts import JobEvent, to_datetime
+from photocraft_common.database import make_engine
 from photocraft_common.tiers import LANE_COST, Lane, Tier
 from photocraft_gateway.settings import GatewaySettings
 
@@ -80,7 +81,8 @@ class Run:
 
     def __init__(self, client: httpx.AsyncClient, store: Redis) -> None:
         self.client, self.store = client, store
-        self.accounts = Accounts(store)  # API keys only: no keyring needed
+        self.engine = make_engine(GatewaySettings().database)  # the API keys' PostgreSQL; dispose when done
+        self.accounts = Accounts(self.engine)  # API keys only: no keyring needed
         self.keys: dict[str, tuple[Tier, str]] = {}
         self.jobs: dict[str, tuple[str, Tier, str]] = {}  # job id -> (tenant, tier, lane)
         self.counter = itertools.count()
@@ -208,6 +210,7 @@ async def scenario(capacity: float, flood: bool, fifo: bool = False) -> dict:
                 supervisorctl("start", "services:scheduler")
         timing = await run.timings()
     await store.aclose()
+    await run.engine.dispose()
     return {"run": run, "timing": timing, "window": (window_start, window_start + WINDOW_S), "backlog": backlog}
 
 
@@ -265,6 +268,7 @@ def measure_capacity() -> float:
             began = time.monotonic()
             await run.drain()
         await store.aclose()
+        await run.engine.dispose()
         return len(run.jobs) / (time.monotonic() - began)
 
     return asyncio.run(probe())

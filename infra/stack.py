@@ -132,12 +132,6 @@ def check_postgres() -> None:
     asyncio.run(probe())
 
 
-def migrate() -> None:
-    """Bring the database's schema to the newest migration (alembic upgrade head: a no-op when it is there)."""
-    subprocess.run([BIN / "alembic", "-c", ROOT / "alembic.ini", "upgrade", "head"], check=True)
-    print(f"  {'postgres schema':<16} at the newest migration")
-
-
 def ensure_keyring(path: Path = LOCAL_KEYRING) -> None:
     """Make this installation's keyring (device tokens, S3 prefixes) at its first start: one random key,
     in a file only its owner reads (0600, in a 0700 folder). An existing one is kept, and checked."""
@@ -175,8 +169,7 @@ def up() -> None:
     wait_for("triton-2", check_http("http://127.0.0.1:8100/v2/health/ready"))
     wait_for("jaeger", check_http("http://127.0.0.1:16686/api/services"))  # traces; the services run without it
     wait_for("postgres", check_postgres)
-    migrate()
-    subprocess.run([BIN / "photocraft-bootstrap"], check=True)
+    subprocess.run([BIN / "photocraft-bootstrap"], check=True)  # the schema, accounts, topics and bucket
     print("services:")
     supervisorctl("start", "services:*", check=False)
     for name, port in HEALTH.items():  # ready: Kafka, Redis, S3 (and Triton, for gpu-inference) answer it

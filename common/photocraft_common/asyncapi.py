@@ -32,6 +32,10 @@ _TIMESTAMP = {"type": "string", "format": "date-time", "description": "google.pr
 
 
 def _field(field: FieldDescriptor) -> dict:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:  # map<string, V>
+        values = _field(field.message_type.fields_by_name["value"])
+        values.pop("x-protobuf-field")
+        return {"type": "object", "additionalProperties": values, "x-protobuf-field": field.number}
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         message = field.message_type
         schema = _TIMESTAMP if message.full_name == "google.protobuf.Timestamp" else {
@@ -55,7 +59,8 @@ def _referenced(name: str, found: dict[str, dict]) -> None:
     found[name] = schema_of(descriptor)
     for field in descriptor.fields:
         inner = field.message_type
-        if inner is not None and inner.file is jobs_pb2.DESCRIPTOR and inner.name not in found:
+        if inner is not None and inner.file is jobs_pb2.DESCRIPTOR and inner.name not in found \
+                and not inner.GetOptions().map_entry:
             _referenced(inner.name, found)
 
 

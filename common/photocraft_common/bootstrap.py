@@ -1,13 +1,17 @@
-"""``photocraft-bootstrap``: create the platform's Kafka topics and S3 bucket, and bring existing topics to spec.
+"""``photocraft-bootstrap``: bring the database's schema to the newest migration, create the platform's Kafka
+topics and S3 bucket, and bring existing topics to spec.
 
 Idempotent. Missing topics are made with the configs of photocraft_common.topics
 (retention derived from ``PHOTOCRAFT_JOB_TTL_S``, the lifetime of a job, and the
 brokers' ``log.retention.check.interval.ms``, read from the brokers); topics
 that exist, the platform's and every partner's, get those configs too (their
 other topic-level overrides are kept; partitions are left as they are), so that
-upgrading an installation fixes the retention of its topics. Run once per
-environment before the services start (``make up`` does; so does the Helm
-install and upgrade hook).
+upgrading an installation fixes the retention of its topics. The database
+(PostgreSQL, ``PHOTOCRAFT_DATABASE__URL``) gets Alembic's ``upgrade head``
+(database.py; nothing happens when it is there), then any accounts still in
+Redis are moved into it once (account_move.py). Run once per environment
+before the services start (``make up`` does; so does the Helm install and
+upgrade hook).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAlreadyExistsError, for_code
 from botocore.exceptions import ClientError
 
+from .account_move import Move, move_from_redis
+from .database import make_engine, upgrade
 from .kafka import connection_kwargs
 from .operations import MODELS
+from .redis_client import make_redis
 from .settings import KafkaSettings, PlatformSettings
 from .storage import make_client
 from .topics import RETENTION_CHECK_INTERVAL_MS, TopicSpec, partner_tenant, partner_topics, platform_topics
@@ -177,9 +184,29 @@ def ensure_bucket(settings: PlatformSettings) -> bool:
     return True
 
 
+async def move_accounts(settings: PlatformSettings) -> Move:
+    """Move the accounts still in Redis into PostgreSQL (account_move.py); what was moved and refused."""
+    engine, client = make_engine(settings.database), make_redis(settings.redis)
+    try:
+        return await move_from_redis(client, engine)
+    finally:
+        await client.aclose()
+        await engine.dispose()
+
+
+def ensure_schema(settings: PlatformSettings) -> Move:
+    """The database at the newest migration, then the accounts still in Redis moved into it. Raises
+    DatabaseMissing without a database URL, and what the connection or a migration raises."""
+    upgrade(settings.database.required_url())
+    return asyncio.run(move_accounts(settings))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = PlatformSettings()
+    move = ensure_schema(settings)
+    log.info("database: at the newest migration; %d Redis account records moved now%s", len(move.moved),
+             f", {len(move.refused)} unreadable left in Redis" if move.refused else "")
     created = asyncio.run(ensure_all_topics(settings, list(MODELS)))
     log.info("topics created: %s", ", ".join(created) or "none (all exist)")
     log.info("bucket %s: %s", settings.s3.bucket,

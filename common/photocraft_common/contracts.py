@@ -33,13 +33,14 @@ from photocraft.v1.jobs_pb2 import (
     TaskError,
     TaskOutput,
     TaskResult,
+    UsageReport,
 )
 
 __all__ = [
     "BatchProgress", "Cancelled", "Completed", "DecodeError", "Failed", "JobCancelled", "JobEvent",
     "JobSubmitted", "ObjectRef", "PartnerRequest", "Progress", "Queued", "Received", "Retrying",
     "StageCompleted", "Started", "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
-    "new_id", "now", "parse", "to_datetime",
+    "UsageReport", "new_id", "now", "parse", "to_datetime",
 ]
 
 

@@ -22,12 +22,12 @@ class EventPublisher:
     """
 
     def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
+        self.broker = broker
 
     async def emit(self, job_id: str, tenant_id: str, once: str = "", **kind) -> JobEvent:
         event_id = f"{job_id}:{once}" if once else new_id()
         event = JobEvent(event_id=event_id, job_id=job_id, tenant_id=tenant_id, time=now(), **kind)
-        await publish(self._broker, JOB_EVENTS, event)
+        await publish(self.broker, JOB_EVENTS, event)
         return event
 
 

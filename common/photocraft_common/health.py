@@ -8,9 +8,9 @@
      "checks": {"kafka": "ok", "redis": "ConnectionError: ...", "s3": "ok"}}
 
 Nothing is cached between probes. ``verdict`` is the decision alone (no I/O); ``kafka_check``,
-``redis_check`` and ``S3Check`` do the I/O; ``HealthServer`` serves both routes (and ``/metrics``) with
-aiohttp for the services that have no HTTP server of their own (the gateway and notifier add them to their
-FastAPI apps).
+``redis_check``, ``postgres_check`` and ``S3Check`` do the I/O; ``HealthServer`` serves both routes (and
+``/metrics``) with aiohttp for the services that have no HTTP server of their own (the gateway and notifier
+add them to their FastAPI apps).
 """
 
 from __future__ import annotations
@@ -74,6 +74,14 @@ def kafka_check(broker, timeout_s: float = CHECK_TIMEOUT_S) -> Check:
     return check
 
 
+def postgres_check(engine) -> Check:
+    """``SELECT 1`` answered through a SQLAlchemy AsyncEngine (a connection of its pool)."""
+    async def check() -> None:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SELECT 1")
+    return check
+
+
 def redis_check(redis) -> Check:
     """PING answered by a ``redis.asyncio.Redis`` client."""
     async def check() -> None:
@@ -100,9 +108,9 @@ class S3Check:
         await asyncio.shield(self._pending)
 
 
-def checks(*, kafka=None, redis=None, s3=None, bucket: str = "") -> dict[str, Check]:
+def checks(*, kafka=None, redis=None, s3=None, bucket: str = "", postgres=None) -> dict[str, Check]:
     """The checks of the dependencies given: a FastStream KafkaBroker, a redis.asyncio client, a boto3
-    S3 client with its ``bucket``."""
+    S3 client with its ``bucket``, a SQLAlchemy AsyncEngine of PostgreSQL."""
     found: dict[str, Check] = {}
     if kafka is not None:
         found["kafka"] = kafka_check(kafka)
@@ -110,6 +118,8 @@ def checks(*, kafka=None, redis=None, s3=None, bucket: str = "") -> dict[str, Ch
         found["redis"] = redis_check(redis)
     if s3 is not None:
         found["s3"] = S3Check(s3, bucket)
+    if postgres is not None:
+        found["postgres"] = postgres_check(postgres)
     return found
 
 

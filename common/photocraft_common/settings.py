@@ -264,6 +264,40 @@ class TracingSettings(BaseModel):
     export_timeout_s: float = Field(5.0, gt=0)  # per export request; a failed export is dropped
 
 
+class StripeKeyMissing(RuntimeError):
+    """No usable Stripe API key is configured where the exporter needs one."""
+
+
+class StripeSettings(BaseModel):
+    """Stripe metered billing: the exporter ``photocraft-usage-export`` (usage/exporter.py, docs/billing.md),
+    e.g. ``PHOTOCRAFT_STRIPE__API_KEY=rk_live_...``: a secret (``sk_``) or restricted (``rk_``) key allowed to
+    write meter events. Only the exporter needs it (``PlatformSettings.required_stripe_key``)."""
+
+    model_config = PRIVATE
+
+    api_key: SecretStr | None = None
+    # Stripe's API itself when unset; another base URL only for a test server (stripe-mock: http://127.0.0.1:12111).
+    api_base: str | None = Field(None, pattern=r"^https?://\S+$")
+    # The Stripe meter's event name (Dashboard: Billing > Meters); each event's value is whole units.
+    meter_event_name: str = Field("photocraft_units", min_length=1, max_length=100)
+    batch_size: int = Field(100, ge=1, le=10_000)  # ledger rows claimed (locked) per transaction
+    # Retries of a failed request by the stripe SDK (connection errors, 409, 429, 5xx), with its backoff.
+    max_network_retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("api_key", "api_base", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return value if text else None
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _key_kind(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("sk_", "rk_")):
+            raise ValueError("PHOTOCRAFT_STRIPE__API_KEY must be a secret (sk_...) or restricted (rk_...) key")
+        return value
+
+
 class PlatformSettings(BaseSettings):
     """Connection settings shared by all services; each service extends it.
 
@@ -280,6 +314,7 @@ class PlatformSettings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     tracing: TracingSettings = TracingSettings()
     database: DatabaseSettings = DatabaseSettings()
+    stripe: StripeSettings = StripeSettings()  # metered billing (photocraft-usage-export)
     # Units charged per job, by tier and operation (photocraft_common.usage.prices, docs/billing.md), e.g.
     # PHOTOCRAFT_PRICES='{"pro": {"restore": 4, ...}, ...}': every tier and operation, whole units >= 0.
     prices: dict[Tier, dict[str, int]] = Field(default_factory=lambda: check_prices(DEFAULT_PRICES))
@@ -370,6 +405,18 @@ class PlatformSettings(BaseSettings):
         if self.tracing.endpoint is None and self.profile == "local":
             self.tracing = self.tracing.model_copy(update={"endpoint": LOCAL_OTLP_ENDPOINT})
         return self
+
+    def required_stripe_key(self) -> str:
+        """The Stripe API key for the exporter. Raises StripeKeyMissing when it is unset, and in the production
+        profile when it is a test-mode key (``sk_test_``/``rk_test_``) or ``api_base`` points elsewhere than Stripe."""
+        key = self.stripe.api_key.get_secret_value() if self.stripe.api_key else None
+        if key is None:
+            raise StripeKeyMissing("no Stripe key: set PHOTOCRAFT_STRIPE__API_KEY (docs/billing.md; for stripe-mock "
+                                   "any sk_test_ key and PHOTOCRAFT_STRIPE__API_BASE=http://127.0.0.1:12111)")
+        if self.profile == "production" and (key.startswith(("sk_test_", "rk_test_")) or self.stripe.api_base):
+            raise StripeKeyMissing(f"PHOTOCRAFT_PROFILE={self.profile} bills real customers: it needs a live-mode "
+                                   "PHOTOCRAFT_STRIPE__API_KEY and no PHOTOCRAFT_STRIPE__API_BASE")
+        return key
 
     def required_keyring(self) -> Keyring:
         """The keyring; raises KeyringMissing (saying how to make one) when none is configured."""

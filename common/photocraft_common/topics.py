@@ -25,6 +25,7 @@ JOBS_SUBMITTED = "photocraft.jobs.submitted"  # JobSubmitted: gateway -> schedul
 TASK_RESULTS = "photocraft.tasks.results"  # TaskResult: gpu-inference -> scheduler
 JOB_EVENTS = "photocraft.jobs.events"  # JobEvent: every service -> notifier, partners
 JOBS_CANCELLED = "photocraft.jobs.cancelled"  # JobCancelled: gateway -> scheduler
+USAGE_REPORTS = "photocraft.usage.reports"  # UsageReport: scheduler (a job's end) -> scheduler's ledger consumer
 DEAD_LETTERS = "photocraft.deadletter"  # a reference to each message no consumer could handle, and the error
 MODEL_TOPIC_PREFIX = "photocraft.tasks.model."  # TaskDispatched: scheduler -> gpu-inference
 PARTITIONS = 6  # of every platform topic
@@ -39,6 +40,7 @@ PARTNER_REQUEST_MAX_AGE_S = 3600  # photos stay in Kafka no longer than intake n
 
 SCHEDULER_GROUP = "photocraft-scheduler"
 NOTIFIER_GROUP = "photocraft-notifier"
+LEDGER_GROUP = "photocraft-ledger"  # records UsageReports in the usage ledger (PostgreSQL)
 
 
 def model_topic(model: str) -> str:
@@ -79,6 +81,7 @@ CHANNELS = [
     Channel(MODEL_TOPIC_PREFIX + "{model}", "TaskDispatched", "scheduler", "gpu-inference"),
     Channel(TASK_RESULTS, "TaskResult", "gpu-inference", "scheduler"),
     Channel(JOB_EVENTS, "JobEvent", "gateway, scheduler, gpu-inference", "notifier"),
+    Channel(USAGE_REPORTS, "UsageReport", "scheduler", "scheduler (ledger)"),
 ]
 
 
@@ -162,7 +165,8 @@ def platform_topics(models: list[str], lifetime_s: int = LIFETIME_S, partitions:
     """Every topic the platform needs, given the models it serves; all carry prompts, parameters or
     events of jobs, so each keeps messages at most ``lifetime_s`` (pass ``PlatformSettings.job_ttl_s``).
     ``check_interval_ms`` and the delays as for ``partner_topics``."""
-    names = [JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, DEAD_LETTERS, *map(model_topic, models)]
+    names = [JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, USAGE_REPORTS, DEAD_LETTERS,
+             *map(model_topic, models)]
     return [TopicSpec(name, partitions, lifetime_s * 1000, check_interval_ms=check_interval_ms,
                       file_delete_delay_ms=file_delete_delay_ms, min_retention_ms=min_retention_ms)
             for name in names]

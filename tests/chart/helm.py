@@ -13,7 +13,7 @@ HELM = ROOT / "var" / "bin" / "helm"
 
 # The values files of the chart's checks: a production install (the defaults
 # plus the endpoints they leave empty), the same on GPU nodes, and this machine
-# (with stand-ins for the local S3 keys, which values-local.yaml leaves out).
+# (with stand-ins for the local S3 keys and database URL, which values-local.yaml leaves out).
 PRODUCTION = [CHART / "ci" / "production-values.yaml"]
 GPU = [*PRODUCTION, CHART / "values-gpu.yaml"]
 LOCAL = [CHART / "values-local.yaml", Path(__file__).with_name("local-s3-placeholders.yaml")]

@@ -72,11 +72,14 @@ def podman(tmp_path_factory) -> Podman:
 
 
 def local_values(folder: Path) -> list[Path]:
-    """values-local.yaml and a values file (0600, in ``folder``) with the S3 keys of the running stack."""
-    key_id, secret = PlatformSettings().s3.required_keys()  # var/s3/security/s3.json
+    """values-local.yaml and a values file (0600, in ``folder``) with the S3 keys and the database URL (its
+    password in var/secrets/postgres-password) of the running stack."""
+    settings = PlatformSettings()
+    key_id, secret = settings.s3.required_keys()  # var/s3/security/s3.json
     keys = folder / "s3-keys.yaml"
     keys.touch(mode=0o600)
-    keys.write_text(yaml.safe_dump({"s3": {"accessKeyId": key_id, "secretAccessKey": secret}}))
+    keys.write_text(yaml.safe_dump({"s3": {"accessKeyId": key_id, "secretAccessKey": secret},
+                                    "database": {"url": settings.database.required_url()}}))
     return [CHART / "values-local.yaml", keys]
 
 

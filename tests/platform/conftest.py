@@ -9,12 +9,14 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from skimage import data as samples
 
+from photocraft_common.database import make_engine
 from photocraft_common.kafka import connection_kwargs
 from photocraft_common.redis_client import make_redis
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.storage import make_client
 
 from .helpers import GATEWAY, tenant_key
+from .stripe_billing import recorder, stripe_mock  # noqa: F401 (fixtures: Stripe's mock server, test_*billing/stripe*)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,14 @@ async def admin(settings):
     await client.start()
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def engine(settings):
+    """An engine of the platform's PostgreSQL (the usage ledger, accounts)."""
+    engine = make_engine(settings.database)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ BIN = Path(sys.executable).parent
 # Health ports of the platform's processes: HEALTH in infra/stack.py.
 HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
           "gpu-inference-0": 9400, "gpu-inference-1": 9401}
-EXPECTED_CHECKS = {"gateway": {"kafka", "redis", "s3"}, "notifier": {"kafka", "redis", "s3"},
-                   "scheduler": {"kafka", "redis", "s3"}, "storage-janitor": {"redis", "s3"},
+EXPECTED_CHECKS = {"gateway": {"kafka", "redis", "s3", "postgres"}, "notifier": {"kafka", "redis", "s3", "postgres"},
+                   "scheduler": {"kafka", "redis", "s3", "postgres"}, "storage-janitor": {"redis", "s3"},
                    "gpu-inference-0": {"kafka", "redis", "s3", "triton"},
                    "gpu-inference-1": {"kafka", "redis", "s3", "triton"}}
 
@@ -78,7 +78,7 @@ def test_gateway_is_live_but_not_ready_without_redis(tmp_path):
         assert ready.status_code == 503
         body = ready.json()
         assert body["status"] == "unavailable" and body["failing"] == ["redis"]
-        assert body["checks"]["kafka"] == body["checks"]["s3"] == "ok"
+        assert body["checks"]["kafka"] == body["checks"]["s3"] == body["checks"]["postgres"] == "ok"
         assert "ConnectionError" in body["checks"]["redis"]
 
 

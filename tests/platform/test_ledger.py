@@ -5,7 +5,6 @@ scratch database that the test makes and drops."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import secrets
 import subprocess
 import sys
@@ -16,19 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from photocraft_common.database import make_engine
-from photocraft_common.usage.ledger import Ledger, Usage, UsageRow, usage_records
+from photocraft_common.tables import usage_records
+from photocraft_common.usage.ledger import Ledger, Usage, UsageRow
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [str(Path(sys.executable).parent / "alembic"), "-c", str(ROOT / "alembic.ini")]
 DAY = datetime(2026, 11, 2, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(settings):
-    engine = make_engine(settings.database)
-    yield engine
-    await engine.dispose()
+ALL_TABLES = {"alembic_version", "usage_records", "meter_exports", "tenants", "api_keys", "partners"}
 
 
 @pytest.fixture
@@ -101,20 +94,20 @@ async def test_usage_by_day_and_by_operation(engine, tenant):
             await connection.execute(sa.delete(usage_records).where(usage_records.c.tenant == f"{tenant}-other"))
 
 
+BOOTSTRAP = Path(sys.executable).parent / "photocraft-bootstrap"
+
+
 def alembic(*args: str) -> str:
     result = subprocess.run([*ALEMBIC, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-async def test_make_up_applies_the_migrations_twice_harmlessly(engine, tenant):
-    spec = importlib.util.spec_from_file_location("stack", ROOT / "infra" / "stack.py")
-    stack = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stack)
+async def test_the_bootstrap_applies_the_migrations_twice_harmlessly(engine, tenant):
     assert await Ledger(engine).record(usage(tenant))
     head = alembic("heads").split()[0]
-    for _ in range(2):  # what make up runs, as a second `make up` runs it again
-        await asyncio.to_thread(stack.migrate)
+    for _ in range(2):  # what make up and the chart's hook Job run (photocraft-bootstrap), and again
+        subprocess.run([BOOTSTRAP], check=True, capture_output=True, timeout=120)
     assert alembic("current").split()[-2:] == [head, "(head)"]
     assert len(await rows_of(engine, tenant)) == 1  # nothing recorded was touched
 
@@ -128,12 +121,12 @@ async def test_migrations_down_and_up_on_a_scratch_database(engine):
     scratch = create_async_engine(url)
     try:
         alembic("-x", f"url={url}", "upgrade", "head")
-        assert await table_names(scratch) == {"alembic_version", "usage_records", "meter_exports"}
+        assert await table_names(scratch) == ALL_TABLES
         alembic("-x", f"url={url}", "check")  # the migrations make what usage.ledger's metadata describes
         alembic("-x", f"url={url}", "downgrade", "base")
         assert await table_names(scratch) == {"alembic_version"}
         alembic("-x", f"url={url}", "upgrade", "head")
-        assert await table_names(scratch) == {"alembic_version", "usage_records", "meter_exports"}
+        assert await table_names(scratch) == ALL_TABLES
         assert await Ledger(scratch).record(usage("scratch"))
     finally:
         await scratch.dispose()

@@ -25,7 +25,8 @@ from .helpers import GATEWAY, tenant_key
 MAX_EXAMPLES = 100
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 OPERATIONS = ["POST /v1/jobs", "GET /v1/jobs/{job_id}", "DELETE /v1/jobs/{job_id}", "POST /v1/batches",
-              "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "GET /healthz", "GET /readyz"]
+              "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "GET /v1/usage", "GET /healthz",
+              "GET /readyz"]
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,29 @@
 """The gateway's web page in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 A photo goes through the page to the running platform and back: upload, live
-progress over the job's WebSocket, the result shown beside the original.
+progress over the job's WebSocket, the result shown beside the original; the
+API key's usage this month, from the ledger.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 from playwright.async_api import async_playwright, expect
 from skimage import data as samples
+
+from photocraft_common.accounts import Accounts
+from photocraft_common.database import make_engine
+from photocraft_common.tables import usage_records
+from photocraft_common.tiers import Tier
+from photocraft_common.usage.ledger import Ledger, Usage
 
 from .helpers import GATEWAY, ROOT, fresh
 
@@ -138,3 +148,33 @@ async def test_an_anonymous_browser_keeps_its_device_token(page, tmp_path):
     assert await completed_image(page.locator(".job").first) == [64, 64]
     await expect(page.locator(".job")).to_have_count(2)
     assert await page.evaluate("localStorage.getItem('photocraft.deviceToken')") == token
+
+
+async def test_the_page_shows_this_months_usage_of_the_key(page, errors, settings):
+    """Two jobs in the ledger of a tenant of this test alone: the page's usage table, per operation."""
+    engine = make_engine(settings.database)
+    tenant = f"web-usage-{secrets.token_hex(4)}"
+    try:
+        key = await Accounts(engine).create_key(tenant, Tier.PRO)
+        for operation in ("restore", "remove-background"):
+            assert await Ledger(engine).record(Usage(
+                tenant=tenant, job_id=f"{tenant}-{operation}", operation=operation, tier="pro", outcome="completed",
+                stages_run=1, stages_reused=0, megapixels_in=0.25, megapixels_out=1.0, finished_at=datetime.now(UTC)))
+        await page.goto(f"{GATEWAY}/")
+        await expect(page.locator("#usage-note")).to_contain_text("Enter an API key")
+        await page.fill("#api-key", key)
+        await page.click("#usage-refresh")
+        rows = page.locator("#usage-table tbody tr")
+        await expect(rows).to_have_count(2)
+        assert await rows.evaluate_all("rs => rs.map(r => [...r.cells].map(c => c.textContent))") == [
+            ["remove-background", "1", "1", "1", "0.25", "1.00"], ["restore", "1", "1", "4", "0.25", "1.00"]]
+        total = page.locator("#usage-table tfoot tr")
+        await expect(total).to_have_text(re.compile(r"Total\s*2\s*2\s*5\s*0\.50\s*2\.00"))
+        await expect(page.locator("#usage-note")).to_contain_text(tenant)
+        assert errors == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.locator("#usage").screenshot(path=SCREENSHOTS / "web-usage.png")
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(sa.delete(usage_records).where(usage_records.c.tenant == tenant))
+        await engine.dispose()

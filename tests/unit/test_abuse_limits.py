@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from photocraft_common.accounts import Accounts
 from photocraft_common.keyring import Keyring
 from photocraft_common.settings import PlatformSettings
 from photocraft_common.tiers import Tier
@@ -27,6 +26,8 @@ from photocraft_gateway.ratelimit import RateLimitMiddleware, RateLimits, retry_
 from photocraft_gateway.settings import RATE_LIMITS, GatewaySettings
 from photocraft_notifier.limits import CLOSE_CODE, REASONS, Connections
 from photocraft_notifier.settings import CONNECTION_LIMITS, NotifierSettings
+
+from .fake_accounts import MemoryAccounts
 
 KEYRING = Keyring.generate("k1")
 
@@ -122,7 +123,7 @@ def test_retry_after_is_whole_seconds_at_least_one():
 
 
 async def test_a_burst_over_the_address_limit_is_refused_others_are_not(redis):
-    limits = RateLimits(redis, Accounts(redis, KEYRING), "3/minute;100/hour", "5/minute", clock=lambda: 0.0)
+    limits = RateLimits(redis, MemoryAccounts(KEYRING), "3/minute;100/hour", "5/minute", clock=lambda: 0.0)
     assert [await limits.hit("ip", "198.51.100.1") for _ in range(3)] == [None] * 3
     refusal = await limits.hit("ip", "198.51.100.1")
     assert refusal is not None and refusal.limit == "3 per 1 minute" and refusal.kind == "ip"
@@ -132,14 +133,14 @@ async def test_a_burst_over_the_address_limit_is_refused_others_are_not(redis):
 
 
 async def test_retry_after_counts_from_the_oldest_request(redis):
-    limits = RateLimits(redis, Accounts(redis, KEYRING), "1/minute", "1/minute")
+    limits = RateLimits(redis, MemoryAccounts(KEYRING), "1/minute", "1/minute")
     assert await limits.hit("ip", "a") is None
     refusal = await limits.hit("ip", "a")
     assert refusal is not None and 59 <= refusal.retry_after_s <= 60
 
 
 async def test_the_client_is_a_valid_key_else_the_address(redis):
-    accounts = Accounts(redis, KEYRING)
+    accounts = MemoryAccounts(KEYRING)
     key = await accounts.create_key("acme", Tier.PRO)
     limits = RateLimits(redis, accounts, "1/minute", "1/minute")
 
@@ -156,7 +157,7 @@ async def test_the_client_is_a_valid_key_else_the_address(redis):
 
 def limited_app(redis: Redis, per_ip: str) -> TestClient:
     app = FastAPI()
-    app.state.platform = SimpleNamespace(rate_limits=RateLimits(redis, Accounts(redis, KEYRING), per_ip, "9/minute"))
+    app.state.platform = SimpleNamespace(rate_limits=RateLimits(redis, MemoryAccounts(KEYRING), per_ip, "9/minute"))
     app.add_middleware(RateLimitMiddleware)
     app.add_api_route("/v1/ping", lambda: {"pong": True})
     app.add_api_route("/healthz", lambda: {"ok": True})

@@ -13,7 +13,6 @@ import pytest
 from fakeredis import FakeAsyncRedis
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
-from photocraft_common.accounts import partner_record
 from photocraft_common.batches import BatchStore, batch_keys
 from photocraft_common.contracts import (
     BatchProgress,
@@ -29,11 +28,14 @@ from photocraft_common.expiry import INDEX_KEY, job_entry
 from photocraft_common.jobs import JobStore, job_key, job_keys
 from photocraft_common.settings import S3Settings
 from photocraft_common.storage import ObjectStore
+from photocraft_common.tiers import Tier
 from photocraft_common.topics import PARTNER_EVENTS
 from photocraft_notifier.eventlog import CHANNEL, TENANT_LOGS, EventLog, Logged, job_stream, tenant_stream
 from photocraft_notifier.partners import PartnerRelay
 from photocraft_notifier.render import render
 from photocraft_scheduler.stages import StageStore, outputs_key, stages_key
+
+from .fake_accounts import MemoryAccounts
 
 HOUR = 3600
 STORE = ObjectStore(S3Settings(access_key_id="k", secret_access_key="s", presigned_url_expiry_s=6 * HOUR))
@@ -149,9 +151,10 @@ async def test_partner_urls_end_with_the_job(redis):
 
     jobs = JobStore(redis, HOUR)
     await jobs.create("j1", "acme", "enhance", "{}", REF, "token", "pro", "standard")
-    await redis.hset(partner_record("acme"), "tier", "pro")
+    accounts = MemoryAccounts()
+    await accounts.register_partner("acme", Tier.PRO)
     async with TestKafkaBroker(broker):
-        relay = PartnerRelay(broker, redis, STORE)
+        relay = PartnerRelay(broker, redis, STORE, accounts)
         assert await relay.relay(event("j1", completed=Completed(results=[REF])))
         assert await relay.relay(event("gone", completed=Completed(results=[REF])))  # no deadline known: 6 h
     deadline = (await jobs.get("j1")).expires_at

@@ -32,6 +32,7 @@ from photocraft_gateway.deps import Platform
 from photocraft_gateway.settings import GatewaySettings
 
 from ..routes import id_routes, kind_of
+from .fake_accounts import MemoryAccounts
 
 KEYRING = Keyring.generate()
 MODELS = ["u2netp", "selfie", "oidn", "waifu2x_photo", "realesrgan_x4plus", "tone", "retouch", "analyze",
@@ -66,7 +67,8 @@ class Gateway:
 
     @asynccontextmanager
     async def connect(self, settings: GatewaySettings) -> AsyncIterator[Platform]:
-        """create_app's ``connect``: the real Platform on fakeredis, TestKafkaBroker and ``store``."""
+        """create_app's ``connect``: the real Platform on fakeredis, TestKafkaBroker and ``store``, its accounts
+        in memory (fake_accounts.py)."""
         broker = KafkaBroker()
 
         @broker.subscriber(JOBS_SUBMITTED)
@@ -79,7 +81,9 @@ class Gateway:
 
         redis = FakeAsyncRedis(server=FakeServer())
         async with TestKafkaBroker(broker):
-            yield Platform.build(settings, broker, redis, self.store, {"redis": redis_check(redis)})
+            platform = Platform.build(settings, broker, redis, self.store, {"redis": redis_check(redis)})
+            platform.accounts = MemoryAccounts(settings.required_keyring())  # no PostgreSQL here
+            yield platform
         await redis.aclose()
 
     @property

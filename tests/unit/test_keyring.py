@@ -22,6 +22,8 @@ from photocraft_common.keyring import Keyring, KeyringMissing
 from photocraft_common.storage import input_key, stage_key, tenant_prefix
 from photocraft_common.tiers import Tier
 
+from .fake_accounts import MemoryAccounts
+
 SECRET_A, SECRET_B = "a" * 40, "b" * 40
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,18 +95,18 @@ async def redis():
 
 
 def test_a_device_token_names_its_key_and_opens_only_with_that_keyring(redis):
-    accounts = Accounts(redis, ring("k1", k1=SECRET_A))
+    accounts = Accounts(None, ring("k1", k1=SECRET_A))
     device = accounts.new_device()
     kid, _, signed = device.issued_token.partition(".")
     assert kid == "k1" and device.tenant_id == f"device-{device.device_id}" and device.tier is Tier.ANONYMOUS
     assert accounts.by_device_token(device.issued_token) == Identity(device.tenant_id, Tier.ANONYMOUS,
                                                                      device_id=device.device_id)
-    another_installation = Accounts(redis, ring("k1", k1=SECRET_B))
+    another_installation = Accounts(None, ring("k1", k1=SECRET_B))
     assert another_installation.by_device_token(device.issued_token) is None
 
 
 def test_knowing_a_device_id_is_not_enough_to_mint_its_token(redis):
-    accounts = Accounts(redis, ring("k1", k1=SECRET_A))
+    accounts = Accounts(None, ring("k1", k1=SECRET_A))
     device = accounts.new_device()
     for secret in ("photocraft-local-development-only", SECRET_B):  # the old source default, a guess
         forged = "k1." + URLSafeTimedSerializer(secret, salt="photocraft-device").dumps(device.device_id)
@@ -115,19 +117,19 @@ def test_knowing_a_device_id_is_not_enough_to_mint_its_token(redis):
 
 
 def test_rotation_keeps_old_tokens_valid_until_their_key_is_dropped(redis):
-    before = Accounts(redis, ring("k1", k1=SECRET_A)).new_device()
-    rotated = Accounts(redis, ring("k2", k1=SECRET_A, k2=SECRET_B))
+    before = Accounts(None, ring("k1", k1=SECRET_A)).new_device()
+    rotated = Accounts(None, ring("k2", k1=SECRET_A, k2=SECRET_B))
     after = rotated.new_device()
 
     assert after.issued_token.startswith("k2.")
     assert rotated.by_device_token(before.issued_token).device_id == before.device_id
-    dropped = Accounts(redis, ring("k2", k2=SECRET_B))
+    dropped = Accounts(None, ring("k2", k2=SECRET_B))
     assert dropped.by_device_token(before.issued_token) is None
     assert dropped.by_device_token(after.issued_token).device_id == after.device_id
 
 
 async def test_accounts_without_a_keyring_manage_keys_but_refuse_device_tokens(redis):
-    accounts = Accounts(redis)
+    accounts = MemoryAccounts()
     key = await accounts.create_key("acme", Tier.PRO)
     assert (await accounts.by_key(key)).tenant_id == "acme"
     with pytest.raises(KeyringMissing):
@@ -164,7 +166,7 @@ class Record:
 
 
 async def test_someone_elses_record_is_answered_as_an_unknown_one(redis):
-    accounts = Accounts(redis, ring("k1", k1=SECRET_A))
+    accounts = MemoryAccounts(ring("k1", k1=SECRET_A))
     mine, theirs = await accounts.create_key("acme", Tier.PRO), await accounts.create_key("globex", Tier.PRO)
     device, other_device = accounts.new_device(), accounts.new_device()
     record, device_record = Record("acme"), Record(device.tenant_id)

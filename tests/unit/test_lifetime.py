@@ -13,7 +13,6 @@ import pytest
 from fakeredis import FakeAsyncRedis
 from fastapi.security import HTTPAuthorizationCredentials
 
-from photocraft_common.accounts import Accounts
 from photocraft_common.batches import BatchStore, batch_keys
 from photocraft_common.contracts import ObjectRef
 from photocraft_common.expiry import Entry, ExpiryIndex, batch_entry, job_entry, object_entry, reusable, sort_entries
@@ -27,6 +26,8 @@ from photocraft_gateway.deps import authorized
 from photocraft_janitor.janitor import purge, purge_due
 from photocraft_notifier.eventlog import job_stream
 from photocraft_scheduler.stages import outputs_key, stages_key
+
+from .fake_accounts import MemoryAccounts
 
 DAY = 86400
 
@@ -190,7 +191,7 @@ async def test_a_crash_mid_pass_repeats_work_and_two_replicas_do_no_harm(redis):
 
 
 async def test_a_purged_job_answers_410_to_its_credentials_and_404_to_anyone_else(redis):
-    accounts = Accounts(redis, Keyring.generate())
+    accounts = MemoryAccounts(Keyring.generate())
     jobs = JobStore(redis, DAY)
     owner_key, stranger_key = await accounts.create_key("acme", Tier.PRO), await accounts.create_key("evil", Tier.PRO)
     device = accounts.new_device()

@@ -24,6 +24,7 @@ from photocraft_common.topics import (
     PARTNER_REQUESTS,
     RETENTION_CHECK_INTERVAL_MS,
     TASK_RESULTS,
+    USAGE_REPORTS,
     model_topic,
     partner_tenant,
     partner_topics,
@@ -45,7 +46,7 @@ def test_the_lifetime_is_24_hours_and_bounds_every_platform_topic(monkeypatch):
     monkeypatch.delenv("PHOTOCRAFT_JOB_TTL_S", raising=False)
     assert PlatformSettings().job_ttl_s == DAY_S
     specs = {s.name: s for s in platform_topics(["u2netp", "realesrgan"])}
-    assert set(specs) == {JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, DEAD_LETTERS,
+    assert set(specs) == {JOBS_SUBMITTED, JOBS_CANCELLED, TASK_RESULTS, JOB_EVENTS, USAGE_REPORTS, DEAD_LETTERS,
                           model_topic("u2netp"), model_topic("realesrgan")}
     for spec in specs.values():
         configs = spec.configs()

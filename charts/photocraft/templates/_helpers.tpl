@@ -130,6 +130,7 @@ app.kubernetes.io/component: {{ .component }}
 - name: PHOTOCRAFT_S3__CA_BUNDLE
   value: /etc/photocraft/tls/s3/ca.crt
 {{- end }}
+{{ include "photocraft.secretEnv" (dict "root" . "name" "PHOTOCRAFT_DATABASE__URL" "existingSecret" $v.database.existingSecret "key" $v.database.urlKey "chartKey" "database-url") }}
 - name: PHOTOCRAFT_TRACING__ENABLED
   value: {{ $v.tracing.enabled | quote }}
 - name: PHOTOCRAFT_TRACING__ENDPOINT

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from photocraft_common.settings import PlatformSettings
-from photocraft_common.usage.ledger import metadata
+from photocraft_common.tables import metadata
 
 config = context.config
 if config.config_file_name is not None:  # the alembic command line (alembic.ini)

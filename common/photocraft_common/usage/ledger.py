@@ -1,6 +1,6 @@
 """The usage ledger in PostgreSQL: one row per finished job, written exactly once (docs/billing.md).
 
-Tables (made by the migrations in photocraft_common/migrations; ``metadata`` mirrors them):
+Tables (photocraft_common.tables, made by the migrations in photocraft_common/migrations):
 
 - ``usage_records``: one row per finished job, unique by ``job_id`` (Kafka delivers a job's end at
   least once; a second ``record`` of it changes nothing). Megapixels are 10^6 pixels; ``compute_s``
@@ -19,48 +19,13 @@ from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..contracts import UsageReport, to_datetime
+from ..tables import usage_records
 from ..tiers import Tier
 from .prices import DEFAULT_PRICES, Outcome, Prices, charge
-
-# Constraint names follow one rule, so the migrations and this metadata name them alike.
-metadata = sa.MetaData(naming_convention={
-    "pk": "pk_%(table_name)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "ck": "ck_%(table_name)s_%(constraint_name)s"})
-
-usage_records = sa.Table(
-    "usage_records", metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("job_id", sa.Text, nullable=False, unique=True),
-    sa.Column("tenant", sa.Text, nullable=False),
-    sa.Column("batch_id", sa.Text),
-    sa.Column("operation", sa.Text, nullable=False),
-    sa.Column("tier", sa.Text, nullable=False),
-    sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("stages_run", sa.Integer, nullable=False),
-    sa.Column("stages_reused", sa.Integer, nullable=False),
-    sa.Column("megapixels_in", sa.Double, nullable=False),
-    sa.Column("megapixels_out", sa.Double, nullable=False),
-    sa.Column("compute_s", JSONB, nullable=False),
-    sa.Column("units", sa.Integer, nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.CheckConstraint("outcome IN ('completed', 'no-op', 'failed', 'cancelled')", name="outcome"),
-    sa.CheckConstraint("stages_run >= 0 AND stages_reused >= 0 AND units >= 0", name="counts"),
-    sa.CheckConstraint("megapixels_in >= 0 AND megapixels_out >= 0", name="megapixels"),
-    sa.Index(None, "tenant", "finished_at"),
-)
-
-meter_exports = sa.Table(
-    "meter_exports", metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-    sa.Column("usage_record_id", sa.BigInteger, sa.ForeignKey("usage_records.id"), nullable=False, unique=True),
-    sa.Column("stripe_identifier", sa.Text, nullable=False, unique=True),
-    sa.Column("exported_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-)
 
 
 @dataclass(frozen=True)
@@ -95,6 +60,16 @@ class Usage:
             raise ValueError(f"job {self.job_id}: megapixels and compute seconds must be finite and >= 0")
         if self.finished_at.utcoffset() is None:
             raise ValueError(f"job {self.job_id}: finished_at must be timezone-aware")
+
+
+def usage_of(report: UsageReport) -> Usage:
+    """The Usage a UsageReport (topic photocraft.usage.reports) says. Raises ValueError for a report out of range
+    (an unknown tier or outcome, negative counts, ...)."""
+    return Usage(tenant=report.tenant_id, job_id=report.job_id, operation=report.operation, tier=report.tier,
+                 outcome=report.outcome, stages_run=report.stages_run, stages_reused=report.stages_reused,
+                 megapixels_in=report.megapixels_in, megapixels_out=report.megapixels_out,
+                 finished_at=to_datetime(report.finished_at), compute_s=dict(report.compute_s),
+                 batch_id=report.batch_id or None)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fastapi import Depends, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from photocraft_common.access import Access, Owned, access
 from photocraft_common.accounts import Accounts, Identity
@@ -31,8 +32,10 @@ from photocraft_common.kafka import publish
 from photocraft_common.metrics import JOBS_FINISHED_TOTAL
 from photocraft_common.models import ModelDirectory
 from photocraft_common.quotas import Quotas
+from photocraft_common.settings import DatabaseMissing
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import JOBS_CANCELLED
+from photocraft_common.usage.ledger import Ledger
 
 from .problems import Problem
 from .ratelimit import RateLimits
@@ -43,7 +46,8 @@ R = TypeVar("R", bound=Owned)  # a job or batch record
 
 @dataclass
 class Platform:
-    """The clients every request shares, and ``readiness``: the checks ``/readyz`` runs (health.checks)."""
+    """The clients every request shares, and ``readiness``: the checks ``/readyz`` runs (health.checks);
+    ``engine``: PostgreSQL's (photocraft_common.database.make_engine), None where a test has no database."""
 
     settings: GatewaySettings
     broker: KafkaBroker
@@ -57,10 +61,11 @@ class Platform:
     quotas: Quotas
     intake: Intake
     readiness: Mapping[str, Check]
+    engine: AsyncEngine | None = None
 
     @classmethod
     def build(cls, settings: GatewaySettings, broker: KafkaBroker, redis: Redis, store: ObjectStore,
-              readiness: Mapping[str, Check]) -> Platform:
+              readiness: Mapping[str, Check], engine: AsyncEngine | None = None) -> Platform:
         """The stores and the intake path on top of a (connected) ``broker``, ``redis`` and ``store``."""
         jobs, batches = JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s)
         events, models, quotas = EventPublisher(broker), ModelDirectory(redis), Quotas(redis)
@@ -70,12 +75,19 @@ class Platform:
                         prober=Prober(settings.max_pixels, settings.max_batch_pixels, settings.probe_workers,
                                       settings.probe_waiting))
         return cls(settings, broker, redis, jobs, batches, store, events, models,
-                   Accounts(redis, settings.required_keyring()), quotas, intake, readiness)
+                   Accounts(engine, settings.required_keyring()), quotas, intake, readiness, engine)
 
     @cached_property
     def rate_limits(self) -> RateLimits:
         """Requests per client address or API key (ratelimit.py), counted in this platform's Redis."""
         return RateLimits(self.redis, self.accounts, self.settings.rate_limit_per_ip, self.settings.rate_limit_per_key)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The usage ledger on ``engine``, charging by the settings' prices; DatabaseMissing without an engine."""
+        if self.engine is None:
+            raise DatabaseMissing("the usage ledger needs the database (PostgreSQL)")
+        return Ledger(self.engine, self.settings.prices)
 
 
 def platform(request: Request) -> Platform:

@@ -25,6 +25,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -92,7 +93,8 @@ class RateLimits:
 
 class RateLimitMiddleware:
     """ASGI middleware: a ``/v1/`` request over its client's limit gets 429 ``rate-limited`` before the
-    app reads it; Redis out of reach, 503 ``queue-unavailable``. The limits are the RateLimits of
+    app reads it; Redis out of reach, 503 ``queue-unavailable``; PostgreSQL (an API key's check), 503
+    ``database-unavailable``. The limits are the RateLimits of
     ``app.state.platform.rate_limits`` (deps.Platform)."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -104,7 +106,13 @@ class RateLimitMiddleware:
         request = Request(scope)
         limits: RateLimits = request.app.state.platform.rate_limits
         try:
-            refusal = await limits.hit(*await limits.client(request))
+            client = await limits.client(request)  # an API key is checked in PostgreSQL
+        except (OSError, TimeoutError, OperationalError, InterfaceError):
+            response = problem_response(request, 503, "database-unavailable", "Database unavailable",
+                                        "the API key could not be checked right now; try again", {"Retry-After": "5"})
+            return await response(scope, receive, send)
+        try:
+            refusal = await limits.hit(*client)
         except RedisError:
             response = problem_response(request, 503, "queue-unavailable", "Queue unavailable",
                                         "the request could not be counted right now; try again", {"Retry-After": "5"})

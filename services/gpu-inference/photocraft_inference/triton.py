@@ -6,9 +6,8 @@ models within its memory budget. A request goes to a healthy instance,
 preferably one that has the model loaded already (fewest requests in flight
 first), else the one with the most room. When an instance fails (connection
 refused, unavailable, timed out) it is marked down and the request moves to
-another one, with exponential backoff and jitter between attempts. Nothing
-is written before a request succeeds, so a retried request writes its result
-once.
+another one, with exponential backoff and jitter between attempts. Nothing is
+written before a request succeeds, so a retried request writes its result once.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from photocraft_common.background import Background, every
 
 from . import metrics
+from .compute import timed
 from .residency import Residency
 from .residency import budget as residency_budget
 from .settings import InferenceSettings
@@ -193,8 +193,8 @@ class TritonPool:
                 instance = await self._choose(model, tried)
                 tried.add(instance.url)
                 try:
-                    async with instance.residency.use(model):
-                        return await call(instance)
+                    async with instance.residency.use(model):  # loads it if need be, then the request
+                        return await timed(call(instance))
                 except InferenceServerException as exc:
                     message = exc.message() or str(exc)
                     if "invalid-input:" in message:

@@ -40,6 +40,7 @@ from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.storage import ObjectStore, sibling_key, stage_key
 from photocraft_common.topics import TASK_RESULTS
 
+from .compute import computing
 from .metrics import step
 from .residency import ModelTooLarge
 from .runners import RUNNERS, Produced
@@ -111,6 +112,7 @@ class Worker:
             if reused is not None and await self._store.touch(
                     [sibling_key(key, "manifest.json")] + [ref.key for ref in reused.objects], deadline):
                 log.info("task %s: result reused from %s", task.task_id, key)
+                reused.compute_s, reused.reused = 0.0, True  # nothing computed for this job
                 return reused
             events.emit(task.job_id, task.tenant_id, started=Started(stage=task.stage, worker_id=self.worker_id))
             data = await fetch if fetch else None
@@ -126,15 +128,16 @@ class Worker:
                 source = await asyncio.to_thread(decode, data)
             await progress(0.1, "input decoded")
         kind = parameters["photocraft.kind"]["string_value"]
-        with step(task.model, "model"):
+        with step(task.model, "model"), computing() as spent:  # spent: billed as the model's compute
             produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
         warnings = (list(source.warnings) if source else []) + produced.info.get("warnings", [])
         output = TaskOutput(info_json=json.dumps(produced.info), warnings=warnings)
         if produced.image is not None:  # an analysis has none: the scheduler passes its input on
             output.objects.extend(await self._store_images(key, result_id, produced, quality, deadline, task.model))
-        await self._store.write_manifest(key, output, deadline)
+        await self._store.write_manifest(key, output, deadline)  # without compute_s: a reuse computes nothing
         await progress(0.95, "result stored")
         await events.flush()  # a failed event fails the task (retryable), as when each was awaited
+        output.compute_s, output.model = sum(spent), task.model
         return output
 
     async def _fetch(self, task: TaskDispatched) -> bytes:

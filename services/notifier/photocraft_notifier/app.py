@@ -66,6 +66,7 @@ async def lifespan(app: FastAPI):
             await notifier.broker.stop()
             await background.stop()
             await notifier.redis.aclose()
+            await notifier.engine.dispose()
 
 
 def create_app(settings: NotifierSettings | None = None) -> FastAPI:
@@ -75,7 +76,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     app = FastAPI(title="Photocraft notifier", version="0.1.0", lifespan=lifespan)
     app.state.notifier = notifier
     app.state.readiness = checks(kafka=notifier.broker, redis=notifier.redis, s3=notifier.store.client,
-                                 bucket=settings.s3.bucket)
+                                 bucket=settings.s3.bucket, postgres=notifier.engine)
     app.include_router(health_routes.router)
     app.include_router(routes.router)
     metrics.instrument(app)

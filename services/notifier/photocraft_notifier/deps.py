@@ -11,10 +11,12 @@ from typing import Annotated
 from fastapi import Depends
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from photocraft_common.accounts import Accounts
 from photocraft_common.batches import BatchStore
+from photocraft_common.database import make_engine
 from photocraft_common.jobs import JobStore
 from photocraft_common.kafka import make_broker
 from photocraft_common.redis_client import make_redis
@@ -42,6 +44,7 @@ class Notifier:
     partners: PartnerRelay
     relay: Relay
     connections: Connections  # open WebSockets per client (limits.py)
+    engine: AsyncEngine  # PostgreSQL: API keys and partners (accounts)
 
     @classmethod
     def create(cls, settings: NotifierSettings) -> Notifier:
@@ -50,11 +53,12 @@ class Notifier:
         broker = make_broker(settings.kafka, "photocraft-notifier")
         store = ObjectStore(settings.s3)
         hub = Hub(redis, settings.send_queue)
+        engine = make_engine(settings.database)  # connects at the first query
+        accounts = Accounts(engine, settings.required_keyring())
         return cls(settings, redis, broker, store, EventLog(redis, settings.job_ttl_s), hub,
-                   JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s),
-                   Accounts(redis, settings.required_keyring()),
-                   PartnerRelay(broker, redis, store), Relay(hub, store, settings),
-                   Connections(redis, settings.connections_per_ip, settings.connections_per_credential))
+                   JobStore(redis, settings.job_ttl_s), BatchStore(redis, settings.job_ttl_s), accounts,
+                   PartnerRelay(broker, redis, store, accounts), Relay(hub, store, settings),
+                   Connections(redis, settings.connections_per_ip, settings.connections_per_credential), engine)
 
 
 def notifier(connection: HTTPConnection) -> Notifier:

@@ -1,6 +1,6 @@
 """Events for partners, on Kafka.
 
-Every event of a registered partner tenant (see photocraft_common.accounts)
+Every event of a registered partner tenant (in PostgreSQL: photocraft_common.accounts)
 is copied to its topic ``photocraft.partner.<tenant>.events``, keyed by job
 id, with presigned URLs filled in on the results of ``completed``: valid for
 ``presigned_url_expiry_s`` but never past the job's deadline (its entry in the
@@ -13,7 +13,7 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 from redis.asyncio import Redis
 
-from photocraft_common.accounts import partner_record
+from photocraft_common.accounts import DEVICE_PREFIX, Accounts
 from photocraft_common.contracts import JobEvent
 from photocraft_common.expiry import INDEX_KEY, job_entry
 from photocraft_common.kafka import publish
@@ -22,16 +22,17 @@ from photocraft_common.topics import PARTNER_EVENTS
 
 
 class PartnerRelay:
-    def __init__(self, broker: KafkaBroker, redis: Redis, store: ObjectStore) -> None:
+    def __init__(self, broker: KafkaBroker, redis: Redis, store: ObjectStore, accounts: Accounts) -> None:
         self._broker = broker
         self._redis = redis
         self._store = store
+        self._accounts = accounts
 
     async def relay(self, event: JobEvent) -> bool:
         """Publish ``event`` to its tenant's partner topic if the tenant is a partner; True if it was.
-        Raises redis-py's and aiokafka's errors."""
-        if not await self._redis.exists(partner_record(event.tenant_id)):
-            return False
+        Raises redis-py's, SQLAlchemy's and aiokafka's errors."""
+        if event.tenant_id.startswith(DEVICE_PREFIX) or await self._accounts.partner(event.tenant_id) is None:
+            return False  # an anonymous device is never a partner: no query
         if event.HasField("completed"):
             deadline = await self._redis.zscore(INDEX_KEY, job_entry(event.job_id))  # None: unknown, purged
             event = JobEvent.FromString(event.SerializeToString())

@@ -6,6 +6,10 @@ redelivered message, a cancelled job's next message): the edit goes back at most
 ``edit_returned`` flag, set in the same Redis script, photocraft_common.quotas), the terminal event has
 a fixed id and the batch counts each job once. The edit goes back before the event goes out, so a
 client that reads its quota after the event sees it back. Whether it goes back: outcomes.py.
+
+After the terminal event, each announcement publishes the job's UsageReport (usage.py) to
+``photocraft.usage.reports``, off the path the client waits on; the ledger records a job once however
+often it is reported (ledger.py), and the first report stands.
 """
 
 from __future__ import annotations
@@ -16,20 +20,24 @@ from photocraft_common import contracts as pb
 from photocraft_common.batches import BatchStore
 from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import JobRecord, JobStatus, JobStore, job_key
+from photocraft_common.kafka import publish
 from photocraft_common.quotas import Quotas
+from photocraft_common.topics import USAGE_REPORTS
 
 from .metrics import ended
 from .outcomes import edit_returned
 from .plan import Fail, Plan, announcement
 from .stages import StageStore
+from .usage import usage_report
 
 log = logging.getLogger("photocraft.scheduler")
 
 
 class Endings:
     def __init__(self, jobs: JobStore, stages: StageStore, batches: BatchStore, events: EventPublisher,
-                 quotas: Quotas) -> None:
+                 quotas: Quotas, usage_reports: bool = True) -> None:
         self._jobs, self._stages, self._batches, self._events, self._quotas = jobs, stages, batches, events, quotas
+        self._broker, self._usage_reports = events.broker, usage_reports
 
     async def complete(self, record: JobRecord, plan: Plan) -> None:
         done = plan.completion(await self._stages.outputs(record.job_id))
@@ -47,12 +55,17 @@ class Endings:
 
     async def announce(self, record: JobRecord | None) -> None:
         """For an ended job (``record``; None: expired, nothing to do): give its edit back if outcomes.py
-        says so, (re-)publish its terminal event and count it in its batch."""
+        says so, (re-)publish its terminal event, report its usage and count it in its batch."""
         if record is None:
             return
-        await self._return_edit(record)
+        states, outputs = await self._stages.states(record.job_id), await self._stages.outputs(record.job_id)
+        reason = edit_returned(record, states, outputs)
+        await self._return_edit(record, reason)
         if ending := announcement(record):
             await self._events.emit(record.job_id, record.tenant_id, once="end", **ending)
+        if self._usage_reports:
+            await publish(self._broker, USAGE_REPORTS, usage_report(record, states, outputs, reason), None,
+                          record.traceparent)
         if record.batch_id:
             batch = await self._batches.job_ended(record.batch_id, record.job_id,
                                                   record.status is JobStatus.COMPLETED)
@@ -61,11 +74,8 @@ class Endings:
                                         batch_progress=pb.BatchProgress(done=batch.done, failed=batch.failed,
                                                                         total=batch.total))
 
-    async def _return_edit(self, record: JobRecord) -> None:
+    async def _return_edit(self, record: JobRecord, reason: str) -> None:
         if not record.charge or record.edit_returned:
             return
-        states = await self._stages.states(record.job_id)
-        outputs = await self._stages.outputs(record.job_id) if record.status is JobStatus.COMPLETED else {}
-        if (reason := edit_returned(record, states, outputs)) and \
-                await self._quotas.return_edit(job_key(record.job_id), record.charge, reason):
+        if reason and await self._quotas.return_edit(job_key(record.job_id), record.charge, reason):
             log.info("job %s: its edit went back to the daily quota (%s)", record.job_id, reason)

@@ -11,8 +11,9 @@ retries it as a timed-out attempt; a dead-lettered JobCancelled changes nothing,
 cancelled already, and its end is announced at its next message or queue turn. Partner requests
 (partners.py) are read from every ``photocraft.partner.<tenant>.requests``
 topic by the group ``photocraft-scheduler-partners``; new partners' topics are
-found within ``partner_discovery_s``. ``/healthz``, ``/readyz`` (Kafka, Redis,
-S3) and ``/metrics`` (Prometheus: metrics.py) answer on ``host:port`` (default 127.0.0.1:9410).
+found within ``partner_discovery_s``. Usage reports of ended jobs are recorded in the usage ledger
+(PostgreSQL) by the group ``photocraft-ledger`` (ledger.py). ``/healthz``, ``/readyz`` (Kafka, Redis,
+S3, PostgreSQL) and ``/metrics`` (Prometheus: metrics.py) answer on ``host:port`` (default 127.0.0.1:9410).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
 
 from photocraft_common import logs, telemetry
+from photocraft_common.accounts import Accounts
 from photocraft_common.background import Background, every
-from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, parse
+from photocraft_common.contracts import JobCancelled, JobSubmitted, PartnerRequest, TaskResult, UsageReport, parse
+from photocraft_common.database import make_engine
 from photocraft_common.expiry import ExpiryIndex
 from photocraft_common.health import HealthServer, checks
 from photocraft_common.kafka import AckPolicy, handle_or_dead_letter, make_broker, subscriber_options
@@ -37,12 +40,16 @@ from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import (
     JOBS_CANCELLED,
     JOBS_SUBMITTED,
+    LEDGER_GROUP,
     PARTNER_REQUESTS,
     SCHEDULER_GROUP,
     TASK_RESULTS,
+    USAGE_REPORTS,
     partner_tenant,
 )
+from photocraft_common.usage.ledger import Ledger
 
+from .ledger import LedgerWriter
 from .metrics import stage_ended
 from .partners import PartnerIntake
 from .scheduler import Scheduler
@@ -71,7 +78,9 @@ def create_app(settings: SchedulerSettings) -> FastStream:
     redis = make_redis(settings.redis)
     store = ObjectStore(settings.s3, ExpiryIndex(redis, settings.job_ttl_s))  # objects indexed for purge
     scheduler = Scheduler(broker, redis, store, settings)
-    partners = PartnerIntake(redis, store, scheduler.jobs, scheduler.events, broker, settings)
+    engine = make_engine(settings.database)  # connects at the first report or partner request
+    partners = PartnerIntake(redis, store, scheduler.jobs, scheduler.events, broker, settings, Accounts(engine))
+    ledger = LedgerWriter(Ledger(engine, settings.prices))
     # Handlers never raise but when even the dead-letter topic cannot be written: then the
     # offset stays where it is (NACK) and the message comes again.
     options = subscriber_options(settings.kafka, SCHEDULER_GROUP, AckPolicy.NACK_ON_ERROR)
@@ -100,9 +109,17 @@ def create_app(settings: SchedulerSettings) -> FastStream:
         await handle_or_dead_letter(broker, message.raw_message,
                                     lambda: partners.on_request(tenant, parse(PartnerRequest, body)))
 
+    if settings.usage_reports:  # else no usage is metered: no reports, no ledger consumer
+        @broker.subscriber(USAGE_REPORTS, **{**options, "group_id": LEDGER_GROUP})
+        async def on_usage(body: bytes, message: KafkaMessage) -> None:
+            await handle_or_dead_letter(broker, message.raw_message,
+                                        lambda: ledger.on_report(parse(UsageReport, body)),
+                                        retry_for_s=settings.ledger_retry_s)
+
     app = FastStream(broker)
     background = Background()
-    health = HealthServer(checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket),
+    health = HealthServer(checks(kafka=broker, redis=redis, s3=store.client, bucket=settings.s3.bucket,
+                                 postgres=engine),
                           settings.host, settings.port)
     app.on_startup(health.start)
     app.after_shutdown(health.stop)
@@ -116,6 +133,7 @@ def create_app(settings: SchedulerSettings) -> FastStream:
 
     app.on_shutdown(background.stop)
     app.after_shutdown(redis.aclose)
+    app.after_shutdown(engine.dispose)
     return app
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from photocraft_common import contracts as pb
 from photocraft_common.jobs import JobRecord
@@ -27,6 +27,14 @@ STAGE_SECONDS = Histogram("photocraft_stage_duration_seconds",
 QUEUE_WAIT = Histogram("photocraft_queue_wait_seconds",
                        "Seconds a stage's first attempt waited in the fair-share queue until released to its model",
                        ["lane", "tier"], buckets=SECONDS)
+
+USAGE_RECORDS = Counter("photocraft_usage_records_total", "Jobs recorded in the usage ledger (once each)",
+                        ["outcome"])
+
+
+def recorded(outcome: str) -> None:
+    """Count one job newly recorded in the usage ledger, by its ledger outcome."""
+    USAGE_RECORDS.labels(outcome).inc()
 
 
 def ended(record: JobRecord, outcome: str, now_s: float | None = None) -> None:

@@ -39,12 +39,12 @@ class UnknownPartner(Unprocessable):
 
 class PartnerIntake:
     def __init__(self, redis: Redis, store: ObjectStore, jobs: JobStore, events: EventPublisher,
-                 broker, settings: PlatformSettings) -> None:
+                 broker, settings: PlatformSettings, accounts: Accounts) -> None:
         self._redis = redis
         self._jobs = jobs
         self._events = events
         self._settings = settings
-        self._accounts = Accounts(redis)
+        self._accounts = accounts  # partner registrations, in PostgreSQL
         # A refused request takes nothing: any failure after the quota was taken gives it back.
         self._intake = Intake(jobs=jobs, events=events, broker=broker, quotas=Quotas(redis), store=store,
                               models=ModelDirectory(redis), settings=settings, give_back_on=Exception)

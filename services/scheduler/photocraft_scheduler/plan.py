@@ -50,6 +50,13 @@ def passed_on(output: TaskOutput, inputs: list[ObjectRef]) -> TaskOutput:
     return result
 
 
+def reused(cached: TaskOutput, inputs: list[ObjectRef], warning: str) -> TaskOutput:
+    """An earlier identical stage's ``cached`` output, finishing a stage of this job: nothing computed for it."""
+    output = warned(passed_on(cached, inputs), warning)
+    output.compute_s, output.reused = 0.0, True
+    return output
+
+
 def work_cost(record: JobRecord) -> int:
     """What each stage of the job charges its tier's deficit: its lane's cost, except that a batch's
     photos (all in the heavy lane) cost what the same photo alone would: it is the same work."""

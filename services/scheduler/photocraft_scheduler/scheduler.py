@@ -33,7 +33,7 @@ from photocraft_common.topics import model_topic
 from . import metrics
 from .endings import Endings
 from .fairshare import FairShare, Picked
-from .plan import Dispatch, Fail, Plan, Skip, image_of, passed_on, warned, work_cost
+from .plan import Dispatch, Fail, Plan, Skip, image_of, reused, work_cost
 from .retries import RetryPolicy
 from .settings import SchedulerSettings
 from .stages import StageStore, State
@@ -54,7 +54,7 @@ class Scheduler:
         self.models = ModelDirectory(redis)
         self.queue = FairShare(redis, settings.tiers)
         self.retries = RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s)
-        self.endings = Endings(self.jobs, self.stages, self.batches, self.events, Quotas(redis))
+        self.endings = Endings(self.jobs, self.stages, self.batches, self.events, Quotas(redis), settings.usage_reports)
 
     # ---- messages ----------------------------------------------------------------------------
     async def on_submitted(self, job: pb.JobSubmitted) -> None:
@@ -237,7 +237,7 @@ class Scheduler:
                 record.expires_at or None):  # kept until this job's deadline
             return False
         log.info("job %s: %s reused from %s", record.job_id, dispatch.stage, key)
-        await self._finish_stage(record, dispatch.stage, warned(passed_on(cached, dispatch.inputs), dispatch.warning))
+        await self._finish_stage(record, dispatch.stage, reused(cached, dispatch.inputs, dispatch.warning))
         return True
 
     async def _finish_stage(self, record: JobRecord, stage: str, output: pb.TaskOutput,

@@ -17,3 +17,10 @@ class SchedulerSettings(PlatformSettings):
     fair_share: bool = True
     # Seconds until a new partner's request topic is read (Kafka metadata refresh).
     partner_discovery_s: float = 10.0
+    # False: ended jobs publish no UsageReport and this replica runs no ledger consumer, so nothing is recorded
+    # in the usage ledger (an installation that does not meter usage; bench/ledger.py measures the ledger's
+    # cost with it).
+    usage_reports: bool = True
+    # How long the ledger consumer retries a usage report whose recording fails (the database away)
+    # before it goes to the dead-letter topic; meanwhile the ledger's partition waits, never a job.
+    ledger_retry_s: float = 600.0

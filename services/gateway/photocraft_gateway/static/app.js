@@ -1,5 +1,5 @@
-// Photocraft's web page: submits photos to the gateway (/v1/jobs, /v1/batches) and
-// follows each job over its WebSocket on the notifier. API: docs/api.md.
+// Photocraft's web page: submits photos to the gateway (/v1/jobs, /v1/batches), follows each job
+// over its WebSocket on the notifier, and shows the API key's usage this month (/v1/usage). API: docs/api.md.
 "use strict";
 
 const MAX_PHOTOS = 50;
@@ -242,6 +242,35 @@ async function poll(el, job) {
   else finish(el, "failed", `${response.status} ${view.title}: ${view.detail}`);
 }
 
+// ---- usage this month (GET /v1/usage, per operation) -----------------------------------------
+
+/** One table row: a name, then jobs, charged jobs, units, megapixels in and out. */
+function usageRow(name, u) {
+  const tr = document.createElement("tr");
+  const cells = [name, u.jobs, u.charged_jobs, u.units, u.megapixels_in.toFixed(2), u.megapixels_out.toFixed(2)];
+  tr.replaceChildren(...cells.map((text, i) => Object.assign(document.createElement(i ? "td" : "th"), { textContent: text })));
+  return tr;
+}
+
+/** Show the current month's usage of the API key in the form (none without a key). */
+async function showUsage() {
+  const key = fields["api-key"].value.trim(), note = $("#usage-note"), table = $("#usage-table");
+  table.hidden = true;
+  if (!key) return void (note.textContent = "Enter an API key to see this month's usage.");
+  note.textContent = "loading…";
+  try {
+    const response = await fetch("/v1/usage?group_by=operation", { headers: { Authorization: `Bearer ${key}` } });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(`${response.status} ${data.title || response.statusText}: ${data.detail || "no detail"}`);
+    $("tbody", table).replaceChildren(...data.rows.map((r) => usageRow(r.key, r)));
+    $("tfoot", table).replaceChildren(usageRow("Total", data.totals));
+    note.textContent = `${data.tenant}, ${data.from} to ${data.to} (UTC days).`;
+    table.hidden = false;
+  } catch (err) {
+    note.textContent = `Usage unavailable: ${err.message}`;
+  }
+}
+
 // ---- wiring ------------------------------------------------------------------------------
 
 fields["api-key"].value = localStorage.getItem(KEY) || "";
@@ -257,4 +286,7 @@ zone.addEventListener("drop", (e) => {
   choose(e.dataTransfer.files);
 });
 form.addEventListener("submit", submit);
+fields["api-key"].addEventListener("change", showUsage);
+$("#usage-refresh").addEventListener("click", showUsage);
 showOperation();
+showUsage();
