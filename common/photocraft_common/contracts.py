@@ -28,6 +28,7 @@ from photocraft.v1.jobs_pb2 import (
     Received,
     Retrying,
     StageCompleted,
+    StageUsage,
     Started,
     TaskDispatched,
     TaskError,
@@ -39,7 +40,7 @@ from photocraft.v1.jobs_pb2 import (
 __all__ = [
     "BatchProgress", "Cancelled", "Completed", "DecodeError", "Failed", "JobCancelled", "JobEvent",
     "JobSubmitted", "ObjectRef", "PartnerRequest", "Progress", "Queued", "Received", "Retrying",
-    "StageCompleted", "Started", "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
+    "StageCompleted", "StageUsage", "Started", "TaskDispatched", "TaskError", "TaskOutput", "TaskResult",
     "UsageReport", "new_id", "now", "parse", "to_datetime",
 ]
 

@@ -5,8 +5,8 @@ the two agree.
 - ``tenants``: tenants with accounts: their tier and, for billing, their Stripe customer id.
 - ``api_keys``: each API key's sha256 (hex; the key itself is never stored) and its tenant.
 - ``partners``: tenants registered to send jobs over Kafka (docs/partners.md).
-- ``usage_records`` and ``meter_exports``: the usage ledger and what of it went to Stripe
-  (usage/ledger.py, docs/billing.md).
+- ``usage_records``, ``usage_stages`` and ``meter_exports``: the usage ledger (a row per finished job, and
+  one per stage of it run or reused) and what of it went to Stripe (usage/ledger.py, docs/billing.md).
 
 Times are UTC (timestamptz).
 """
@@ -43,6 +43,17 @@ usage_records = sa.Table(
     sa.CheckConstraint("stages_run >= 0 AND stages_reused >= 0 AND units >= 0", name="counts"),
     sa.CheckConstraint("megapixels_in >= 0 AND megapixels_out >= 0", name="megapixels"),
     sa.Index(None, "tenant", "finished_at"),
+)
+
+usage_stages = sa.Table(
+    "usage_stages", metadata,
+    sa.Column("usage_record_id", sa.BigInteger, sa.ForeignKey("usage_records.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("stage", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("reused", sa.Boolean, nullable=False),
+    sa.Column("compute_s", sa.Double, nullable=False),
+    sa.CheckConstraint("compute_s >= 0", name="compute"),
 )
 
 meter_exports = sa.Table(

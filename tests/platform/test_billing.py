@@ -28,7 +28,7 @@ from skimage import data
 
 from photocraft_common.contracts import TaskOutput, TaskResult, UsageReport
 from photocraft_common.jobs import JobStore
-from photocraft_common.tables import meter_exports, usage_records
+from photocraft_common.tables import meter_exports, usage_records, usage_stages
 from photocraft_common.topics import LEDGER_GROUP, SCHEDULER_GROUP, TASK_RESULTS, USAGE_REPORTS
 from photocraft_common.usage.exporter import identifier
 from photocraft_common.usage.ledger import Ledger
@@ -136,6 +136,11 @@ async def test_a_mixed_run_agrees_in_the_ledger_the_usage_api_and_stripe(setting
         assert (done.stages_run, done.stages_reused) == (1, 0)
         assert done.megapixels_in == pytest.approx(64 * 64 / 1e6) and done.megapixels_out > 0
         assert done.compute_s["u2netp"] > 0  # measured by the worker
+        async with engine.connect() as connection:
+            stages = (await connection.execute(sa.select(usage_stages).where(
+                usage_stages.c.usage_record_id == done.id))).all()
+        assert [(r.stage, r.model, r.reused, r.compute_s) for r in stages] == [
+            ("segment", "u2netp", False, done.compute_s["u2netp"])]
         assert after[early["job_id"]].stages_run == 0 and after[early["job_id"]].compute_s == {}
 
         # GET /v1/usage agrees with the ledger, per operation and in total.

@@ -15,13 +15,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from photocraft_common.tables import usage_records
-from photocraft_common.usage.ledger import Ledger, Usage, UsageRow
+from photocraft_common.tables import usage_records, usage_stages
+from photocraft_common.usage.ledger import Ledger, StageRun, Usage, UsageRow
 
 ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC = [str(Path(sys.executable).parent / "alembic"), "-c", str(ROOT / "alembic.ini")]
 DAY = datetime(2026, 11, 2, tzinfo=UTC)
-ALL_TABLES = {"alembic_version", "usage_records", "meter_exports", "tenants", "api_keys", "partners"}
+ALL_TABLES = {"alembic_version", "usage_records", "usage_stages", "meter_exports", "tenants", "api_keys", "partners"}
 
 
 @pytest.fixture
@@ -36,8 +36,18 @@ async def tenant(engine):
 def usage(tenant: str, operation: str = "restore", outcome: str = "completed", **changes) -> Usage:
     values = dict(tenant=tenant, job_id=f"{tenant}-{secrets.token_hex(6)}", operation=operation, tier="pro",
                   outcome=outcome, stages_run=2, stages_reused=0, megapixels_in=0.25, megapixels_out=1.0,
-                  finished_at=DAY + timedelta(hours=10), compute_s={"oidn": 0.5, "tone": 0.25})
+                  finished_at=DAY + timedelta(hours=10), compute_s={"oidn": 0.5, "tone": 0.25},
+                  stages=(StageRun("denoise", "oidn", False, 0.5), StageRun("tone", "tone", False, 0.25),
+                          StageRun("upscale", reused=True)))
     return Usage(**{**values, **changes})
+
+
+async def stages_of(engine, job_id: str) -> list[tuple]:
+    s = usage_stages.c
+    async with engine.connect() as connection:
+        return [tuple(r) for r in await connection.execute(
+            sa.select(s.stage, s.model, s.reused, s.compute_s).join(usage_records)
+            .where(usage_records.c.job_id == job_id).order_by(s.stage))]
 
 
 async def rows_of(engine, tenant: str) -> list:
@@ -51,11 +61,13 @@ async def test_a_redelivered_job_is_recorded_once(engine, tenant):
     assert await ledger.record(job) is True
     again = await asyncio.gather(*[ledger.record(job) for _ in range(5)])  # Kafka redelivers, even at once
     assert again == [False] * 5
-    changed = usage(tenant, job_id=job.job_id, outcome="failed")  # a later, different report of the same job
+    changed = usage(tenant, job_id=job.job_id, outcome="failed", stages=(StageRun("faces", "gfpgan"),))  # later
     assert await ledger.record(changed) is False
     [row] = await rows_of(engine, tenant)
     assert (row.job_id, row.batch_id, row.outcome, row.units, row.tier) == (job.job_id, "b1", "completed", 4, "pro")
     assert row.compute_s == {"oidn": 0.5, "tone": 0.25} and row.finished_at == job.finished_at
+    assert await stages_of(engine, job.job_id) == [("denoise", "oidn", False, 0.5), ("tone", "tone", False, 0.25),
+                                                   ("upscale", "", True, 0.0)]  # the first report's, once
 
 
 async def test_concurrent_first_deliveries_make_one_row(engine, tenant):
@@ -63,6 +75,7 @@ async def test_concurrent_first_deliveries_make_one_row(engine, tenant):
     ledgers = [Ledger(engine) for _ in range(8)]  # as if several scheduler replicas got the same result
     assert sorted(await asyncio.gather(*[ledger.record(job) for ledger in ledgers])) == [False] * 7 + [True]
     assert len(await rows_of(engine, tenant)) == 1
+    assert len(await stages_of(engine, job.job_id)) == 3
 
 
 async def test_usage_by_day_and_by_operation(engine, tenant):

@@ -31,7 +31,7 @@ from photocraft_common.storage import ObjectStore
 from photocraft_common.tiers import Tier
 from photocraft_common.topics import PARTNER_EVENTS
 from photocraft_notifier.eventlog import CHANNEL, TENANT_LOGS, EventLog, Logged, job_stream, tenant_stream
-from photocraft_notifier.partners import PartnerRelay
+from photocraft_notifier.partners import PARTNER_TTL_S, PartnerRelay
 from photocraft_notifier.render import render
 from photocraft_scheduler.stages import StageStore, outputs_key, stages_key
 
@@ -182,3 +182,32 @@ async def test_late_writes_after_a_purge_recreate_nothing_and_every_write_expire
     assert not await stages.set_state("j2", "segment", "queued:1")
     assert not await stages.record_output("j2", "segment", TaskOutput())
     assert await keys_of(redis, "b1") == [] and await keys_of(redis, "j2") == []
+
+
+class FlakyAccounts(MemoryAccounts):
+    """Partners in memory, counting queries; ``down``: PostgreSQL away (every query fails)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries, self.down = 0, False
+
+    async def partner(self, tenant_id: str):
+        self.queries += 1
+        if self.down:
+            raise OSError("connection refused")
+        return await super().partner(tenant_id)
+
+
+async def test_partners_are_read_once_per_ttl_and_the_last_answer_stands_while_postgres_is_away(redis):
+    accounts, now = FlakyAccounts(), [0.0]
+    relay = PartnerRelay(KafkaBroker(), redis, STORE, accounts, clock=lambda: now[0])
+    assert not await relay.is_partner("acme") and accounts.queries == 1
+    await accounts.register_partner("acme", Tier.PRO)
+    assert not await relay.is_partner("acme") and accounts.queries == 1  # within the TTL: the answer kept
+    now[0] += PARTNER_TTL_S + 1
+    assert await relay.is_partner("acme") and accounts.queries == 2  # a registration shows after it
+    accounts.down, now[0] = True, now[0] + PARTNER_TTL_S + 1
+    assert await relay.is_partner("acme") and accounts.queries == 3  # away: the last answer stands
+    with pytest.raises(OSError):
+        await relay.is_partner("never-seen")  # nothing known to fall back on: the event waits
+    assert not await relay.is_partner("device-abc") and accounts.queries == 4  # devices: no query

@@ -57,6 +57,8 @@ def test_a_completed_job_reports_its_stages_pixels_and_compute_per_model():
     report = usage_report(job, states, outputs, "")
     assert (report.outcome, report.stages_run, report.stages_reused) == ("completed", 2, 1)
     assert dict(report.compute_s) == {"oidn": 0.5, "tone": 0.25}  # the reused stage computed nothing
+    assert [(s.stage, s.model, s.reused, s.compute_s) for s in report.stages] == [
+        ("denoise", "oidn", False, 0.5), ("tone", "tone", False, 0.25), ("upscale", "", True, 0.0)]
     assert report.megapixels_in == pytest.approx(PHOTO.width * PHOTO.height / 1e6)
     assert report.megapixels_out == pytest.approx(1.2288)  # the image only, not its mask
     usage = usage_of(report)
@@ -64,6 +66,7 @@ def test_a_completed_job_reports_its_stages_pixels_and_compute_per_model():
                                                                                            "enhance")
     assert usage.finished_at == datetime.fromtimestamp(ENDED_AT, UTC)
     assert usage.compute_s == {"oidn": 0.5, "tone": 0.25}
+    assert [(s.stage, s.reused) for s in usage.stages] == [("denoise", False), ("tone", False), ("upscale", True)]
 
 
 def test_one_model_on_two_stages_sums_and_skipped_stages_count_for_nothing():
@@ -85,6 +88,7 @@ def test_a_failed_or_cancelled_job_reports_what_ran_and_no_result():
                           {"denoise": computed(output(image("d.png")), "oidn", 0.5)}, "failed")
     assert (report.outcome, report.stages_run, report.megapixels_out) == ("failed", 2, 0.0)
     assert dict(report.compute_s) == {"oidn": 0.5}
+    assert [(s.stage, s.model) for s in report.stages] == [("denoise", "oidn"), ("upscale", "")]  # it failed
     early = usage_report(record("enhance", status=JobStatus.CANCELLED), {"denoise": State.queued(1)}, {},
                          "cancelled-early")
     assert (early.outcome, early.stages_run, dict(early.compute_s)) == ("cancelled", 0, {})

@@ -6,8 +6,9 @@ Tables (photocraft_common.tables, made by the migrations in photocraft_common/mi
   least once; a second ``record`` of it changes nothing). Megapixels are 10^6 pixels; ``compute_s``
   maps each Triton model to the seconds of compute it spent on the job; ``units`` is what the job
   was charged (usage.prices) when it was recorded; times are UTC (timestamptz).
+- ``usage_stages``: one row per stage of a recorded job, run or reused: its model and compute seconds.
 - ``meter_exports``: which ledger row went to Stripe as which meter event (``stripe_identifier``,
-  Stripe's idempotency identifier), for the exporter (not built yet).
+  Stripe's idempotency identifier), for the exporter (usage/exporter.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..contracts import UsageReport, to_datetime
-from ..tables import usage_records
+from ..tables import usage_records, usage_stages
 from ..tiers import Tier
 from .prices import DEFAULT_PRICES, Outcome, Prices, charge
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One stage of a recorded job: ``model`` that computed it ("" when not known), whether it was ``reused``
+    (an earlier identical output), ``compute_s`` seconds of inference."""
+
+    stage: str
+    model: str = ""
+    reused: bool = False
+    compute_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Usage:
     finished_at: datetime
     compute_s: Mapping[str, float] = field(default_factory=dict)
     batch_id: str | None = None
+    stages: tuple[StageRun, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier(self.tier))
@@ -55,7 +68,8 @@ class Usage:
             raise ValueError("a usage record needs a tenant and a job_id")
         if min(self.stages_run, self.stages_reused) < 0:
             raise ValueError(f"job {self.job_id}: stage counts must be >= 0")
-        numbers = [self.megapixels_in, self.megapixels_out, *self.compute_s.values()]
+        numbers = [self.megapixels_in, self.megapixels_out, *self.compute_s.values(),
+                   *(s.compute_s for s in self.stages)]
         if not all(math.isfinite(n) and n >= 0 for n in numbers):
             raise ValueError(f"job {self.job_id}: megapixels and compute seconds must be finite and >= 0")
         if self.finished_at.utcoffset() is None:
@@ -69,7 +83,8 @@ def usage_of(report: UsageReport) -> Usage:
                  outcome=report.outcome, stages_run=report.stages_run, stages_reused=report.stages_reused,
                  megapixels_in=report.megapixels_in, megapixels_out=report.megapixels_out,
                  finished_at=to_datetime(report.finished_at), compute_s=dict(report.compute_s),
-                 batch_id=report.batch_id or None)
+                 batch_id=report.batch_id or None,
+                 stages=tuple(StageRun(s.stage, s.model, s.reused, s.compute_s) for s in report.stages))
 
 
 @dataclass(frozen=True)
@@ -97,8 +112,9 @@ class Ledger:
 
     async def record(self, usage: Usage) -> bool:
         """Record ``usage`` with the units ``prices.charge`` gives it, once per job (INSERT ... ON CONFLICT
-        (job_id) DO NOTHING). Returns True when the row is new, False when the job was recorded already
-        (the first record stands). Raises KeyError when the tier or operation has no price."""
+        (job_id) DO NOTHING), with a ``usage_stages`` row per stage in the same transaction. Returns True when
+        the row is new, False when the job was recorded already (the first record stands). Raises KeyError when
+        the tier or operation has no price."""
         units = charge(usage.tier, usage.operation, usage.outcome, usage.stages_run, self.prices)
         row = {name: getattr(usage, name) for name in (
             "tenant", "job_id", "batch_id", "operation", "stages_run", "stages_reused", "megapixels_in",
@@ -106,8 +122,14 @@ class Ledger:
         row.update(tier=str(usage.tier), outcome=str(usage.outcome), compute_s=dict(usage.compute_s), units=units)
         statement = (insert(usage_records).values(row).on_conflict_do_nothing(index_elements=["job_id"])
                      .returning(usage_records.c.id))
-        async with self.engine.begin() as connection:
-            return (await connection.execute(statement)).first() is not None
+        async with self.engine.begin() as connection:  # the job's row and its stages' rows, or none
+            if (new := (await connection.execute(statement)).first()) is None:
+                return False
+            if usage.stages:
+                await connection.execute(insert(usage_stages), [
+                    {"usage_record_id": new.id, "stage": s.stage, "model": s.model, "reused": s.reused,
+                     "compute_s": s.compute_s} for s in usage.stages])
+            return True
 
     async def usage(self, tenant: str, start: datetime, end: datetime,
                     group_by: Literal["day", "operation"] = "day") -> list[UsageRow]:

@@ -7,7 +7,8 @@
   skipped stages are neither;
 - megapixels (10^6 pixels) of the input and, for a completed job, of its result images (masks left out);
 - ``compute_s``: per Triton model, the seconds its workers measured for the outputs the job got (an attempt
-  that failed, or a stage still running when the job ended, adds none).
+  that failed, or a stage still running when the job ended, adds none);
+- ``stages``: each stage run or reused, with its model and compute seconds (the ledger's ``usage_stages``).
 """
 
 from __future__ import annotations
@@ -39,17 +40,20 @@ def usage_report(record: JobRecord, states: Mapping[str, str], outputs: Mapping[
                  edit_returned: str) -> pb.UsageReport:
     """The UsageReport of the ended job ``record``, given its stages' ``states`` and recorded ``outputs``
     (stages.StageStore) and why its edit went back (``edit_returned``, "" when kept)."""
-    reused = {name for name, out in outputs.items() if out.reused}
-    run = [name for name, state in states.items() if State.ran(state) and name not in reused]
+    reused = sorted(name for name, out in outputs.items() if out.reused)
+    run = sorted(name for name, state in states.items() if State.ran(state) and name not in reused)
+    stages = [pb.StageUsage(stage=name, model=outputs[name].model if name in outputs else "",
+                            compute_s=outputs[name].compute_s if name in outputs else 0.0) for name in run]
+    stages += [pb.StageUsage(stage=name, reused=True) for name in reused]
     compute: dict[str, float] = defaultdict(float)
-    for name in run:
-        if (out := outputs.get(name)) is not None and out.model:
-            compute[out.model] += out.compute_s
+    for stage in stages:
+        if stage.model:
+            compute[stage.model] += stage.compute_s
     report = pb.UsageReport(
         job_id=record.job_id, tenant_id=record.tenant_id, batch_id=record.batch_id, operation=record.operation,
         tier=record.tier, outcome=outcome(record, edit_returned), stages_run=len(run), stages_reused=len(reused),
         megapixels_in=megapixels([record.input]) if record.input else 0.0,
         megapixels_out=megapixels(record.results) if record.status is JobStatus.COMPLETED else 0.0,
-        compute_s=dict(compute))
+        compute_s=dict(compute), stages=stages)
     report.finished_at.FromMicroseconds(int(record.updated_at * 1_000_000))
     return report
