@@ -173,11 +173,11 @@ async def test_a_mixed_run_agrees_in_the_ledger_the_usage_api_and_stripe(setting
         charged = {r.id: r for r in after.values() if r.units > 0}
         sent = [s for s in recorder.sent if s.get("payload[stripe_customer_id]") == customer]
         counts = Counter(s["identifier"] for s in sent)
-        assert set(counts) == {identifier(i) for i in charged}  # every charged job, nothing else
+        assert set(counts) == {identifier(r.job_id) for r in charged.values()}  # every charged job, nothing else
         assert [c for c in counts.values() if c > 1] in ([], [2])  # only the one in flight, twice
         billed = {s["identifier"]: int(s["payload[value]"]) for s in sent}  # Stripe keeps one per identifier
         assert sum(billed.values()) == answer["totals"]["units"]
-        assert all(billed[identifier(i)] == row.units for i, row in charged.items())
+        assert all(billed[identifier(row.job_id)] == row.units for row in charged.values())
         async with engine.connect() as connection:
             exported = set((await connection.execute(sa.select(meter_exports.c.usage_record_id).where(
                 meter_exports.c.usage_record_id.in_([r.id for r in after.values()])))).scalars())

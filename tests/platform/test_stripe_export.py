@@ -53,7 +53,7 @@ async def scratch(settings):
 async def seed(engine, charged: int, extras: bool = True) -> dict[str, tuple[str, int, int]]:
     """Ledger rows: ``charged`` charged jobs alternating between two billed tenants, and with ``extras`` the
     rows that must not be sent (0 units, tenants without a customer id or account, too old for Stripe).
-    Returns what must be sent: identifier -> (customer, units, timestamp), in id order."""
+    Returns what must be sent: identifier -> (customer, units, timestamp, row id), in id order."""
     run = secrets.token_hex(4)
     billed = {f"billed-{run}-{n}": f"cus_{run}{n}" for n in "ab"}
     async with engine.begin() as connection:
@@ -78,10 +78,10 @@ async def seed(engine, charged: int, extras: bool = True) -> dict[str, tuple[str
         assert await ledger.record(usage)
     u = usage_records.c
     async with engine.connect() as connection:
-        rows = (await connection.execute(sa.select(u.id, u.tenant, u.units, u.finished_at).where(
+        rows = (await connection.execute(sa.select(u.id, u.job_id, u.tenant, u.units, u.finished_at).where(
             u.tenant.in_(billed), u.units > 0, u.finished_at > now - timedelta(days=30)).order_by(u.id))).all()
     assert len(rows) == charged
-    return {identifier(r.id): (billed[r.tenant], r.units, int(r.finished_at.timestamp())) for r in rows}
+    return {identifier(r.job_id): (billed[r.tenant], r.units, int(r.finished_at.timestamp()), r.id) for r in rows}
 
 
 async def exported(engine) -> list[tuple[int, str]]:
@@ -93,14 +93,15 @@ async def exported(engine) -> list[tuple[int, str]]:
 def assert_sent_as_expected(recorder: Recorder, expected: dict) -> None:
     for sent in recorder.sent:
         assert sent["path"] == "POST /v1/billing/meter_events" and sent["event_name"] == EVENT_NAME
-        customer, units, timestamp = expected[sent["identifier"]]  # a KeyError: sent what must not be
+        customer, units, timestamp, _ = expected[sent["identifier"]]  # a KeyError: sent what must not be
         assert (sent["payload[stripe_customer_id]"], sent["payload[value]"], sent["timestamp"]) == (
             customer, str(units), str(timestamp))
     assert set(recorder.identifiers()) == set(expected)  # nothing lost
 
 
-def as_rows(identifiers) -> list[tuple[int, str]]:
-    return [(int(i.rsplit("-", 1)[1]), i) for i in identifiers]
+def as_rows(expected: dict, identifiers=None) -> list[tuple[int, str]]:
+    """(row id, identifier) of each of ``identifiers`` (default: all ``expected``), as meter_exports keeps them."""
+    return [(expected[i][3], i) for i in (expected if identifiers is None else identifiers)]
 
 
 async def test_an_exporter_killed_mid_run_resumes_and_bills_each_row_once(scratch, recorder):
@@ -110,11 +111,11 @@ async def test_an_exporter_killed_mid_run_resumes_and_bills_each_row_once(scratc
     recorder.hold_at = 7  # the second batch of 5 is under way: 6 rows recorded, the 7th taken by Stripe
     first = await exporter(url, recorder.base)
     await asyncio.wait_for(recorder.holding.wait(), 60)
-    assert await exported(engine) == as_rows(order[:6])  # each recorded right after Stripe took it
+    assert await exported(engine) == as_rows(expected, order[:6])  # each recorded right after Stripe took it
     first.kill()  # SIGKILL: no clean-up of any kind
     await first.wait()
     recorder.release.set()
-    assert await exported(engine) == as_rows(order[:6])  # the 7th reached Stripe but is not recorded
+    assert await exported(engine) == as_rows(expected, order[:6])  # the 7th reached Stripe but is not recorded
 
     recorder.hold_at = None
     second = await exporter(url, recorder.base)
@@ -129,11 +130,11 @@ async def test_an_exporter_killed_mid_run_resumes_and_bills_each_row_once(scratc
     twice = [s for s in recorder.sent if s["identifier"] == order[6]]
     assert twice[0] == twice[1]  # same value, customer, timestamp
     assert [s["identifier"] for s in recorder.sent] == order[:7] + order[6:]  # in id order, resumed at the 7th
-    assert await exported(engine) == as_rows(order)
+    assert await exported(engine) == as_rows(expected, order)
 
     third = await exporter(url, recorder.base)  # nothing left: nothing sent
     await asyncio.wait_for(third.communicate(), 120)
-    assert len(recorder.sent) == 13 and await exported(engine) == as_rows(order)
+    assert len(recorder.sent) == 13 and await exported(engine) == as_rows(expected, order)
 
 
 async def test_replicas_never_send_the_same_row(scratch, recorder):

@@ -22,18 +22,18 @@ FINISHED = datetime(2026, 11, 2, 10, 30, 15, tzinfo=UTC)
 
 
 def row(**changes) -> Pending:
-    return Pending(**{"id": 41, "tenant": "acme", "units": 4, "finished_at": FINISHED, "customer": "cus_Acme"}
-                   | changes)
+    return Pending(**{"id": 41, "job_id": "9f2c41", "tenant": "acme", "units": 4, "finished_at": FINISHED,
+                      "customer": "cus_Acme"} | changes)
 
 
 def test_a_rows_meter_event_carries_its_identifier_units_and_finish_time():
     event = meter_event(row(), "photocraft_units")
-    assert event == MeterEvent("photocraft_units", "photocraft-usage-41", "cus_Acme", 4, 1_793_615_415)
-    assert event.params() == {"event_name": "photocraft_units", "identifier": "photocraft-usage-41",
+    assert event == MeterEvent("photocraft_units", "photocraft-job-9f2c41", "cus_Acme", 4, 1_793_615_415)
+    assert event.params() == {"event_name": "photocraft_units", "identifier": "photocraft-job-9f2c41",
                               "timestamp": 1_793_615_415, "payload": {"stripe_customer_id": "cus_Acme", "value": "4"}}
     # the same row always makes the same identifier: a resend is deduplicated by Stripe
-    assert meter_event(row(units=9), "other").identifier == identifier(41) == "photocraft-usage-41"
-    assert identifier(42) != identifier(41)
+    assert meter_event(row(units=9, id=7), "other").identifier == identifier("9f2c41") == "photocraft-job-9f2c41"
+    assert identifier("9f2c42") != identifier("9f2c41")
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -44,9 +44,11 @@ def test_rows_that_must_not_reach_stripe_are_refused(changes, message):
         meter_event(row(**changes), "photocraft_units")
 
 
-def test_identifiers_need_a_real_row_id():
-    with pytest.raises(ValueError, match="> 0"):
-        identifier(0)
+def test_identifiers_need_a_job_id_that_fits_stripes_limit():
+    assert len(identifier("f" * 85)) == 100
+    for job_id in ("", "f" * 86):
+        with pytest.raises(ValueError, match="a job id of 1 to 85 characters"):
+            identifier(job_id)
 
 
 def test_stripes_window_is_35_days_less_a_margin():
@@ -79,7 +81,8 @@ class Record:
 
 
 async def test_the_claim_locks_rows_for_this_exporter_alone_and_drops_rows_recorded_meanwhile():
-    first, second = (Record(id=i, tenant="acme", units=1, finished_at=FINISHED, customer="cus_A") for i in (7, 8))
+    first, second = (Record(id=i, job_id=f"j{i}", tenant="acme", units=1, finished_at=FINISHED, customer="cus_A")
+                     for i in (7, 8))
     connection = Statements([[first, second], [7]])  # row 7 was recorded by another exporter meanwhile
     claimed = await exporter.claim(connection, FINISHED - timedelta(days=30), 50)
     assert [r.id for r in claimed] == [8]
@@ -91,7 +94,7 @@ async def test_the_claim_locks_rows_for_this_exporter_alone_and_drops_rows_recor
 
 
 async def test_a_claim_whose_rows_were_all_recorded_meanwhile_claims_again():
-    late = Record(id=9, tenant="acme", units=2, finished_at=FINISHED, customer="cus_A")
+    late = Record(id=9, job_id="j9", tenant="acme", units=2, finished_at=FINISHED, customer="cus_A")
     connection = Statements([[late], [9], []])
     assert await exporter.claim(connection, FINISHED, 50) == []
     assert len(connection.sql) == 3

@@ -3,9 +3,10 @@
 
 A row is exported when it charged units (> 0), its tenant has a Stripe customer id
 (``tenants.stripe_customer_id``) and it has no ``meter_exports`` row yet. Rows go in id order, one
-meter event each: ``identifier`` ``photocraft-usage-<usage_records.id>`` (Stripe drops a second event
-with an identifier it has seen, for at least 24 hours), ``timestamp`` the job's ``finished_at``, payload
-``stripe_customer_id`` and ``value`` (the row's units). The ``meter_exports`` row is written, in its own
+meter event each: ``identifier`` ``photocraft-job-<job id>`` (unique to the job whatever database or
+installation holds it; Stripe drops a second event with an identifier it has seen, for at least 24
+hours), ``timestamp`` the job's ``finished_at``, payload ``stripe_customer_id`` and ``value`` (the row's
+units). The ``meter_exports`` row is written, in its own
 transaction, only after Stripe accepted the event: after a crash, a row that was sent but not recorded
 is sent again with the same identifier (Stripe keeps one), and a recorded row is never sent again.
 
@@ -29,17 +30,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..tables import meter_exports, tenants, usage_records
 
-IDENTIFIER_PREFIX = "photocraft-usage-"
+IDENTIFIER_PREFIX = "photocraft-job-"
 # Stripe refuses meter events older than 35 days; an hour's margin for clocks and a slow send.
 STRIPE_WINDOW = timedelta(days=35) - timedelta(hours=1)
 
 
 @dataclass(frozen=True)
 class Pending:
-    """A charged ledger row not exported yet: ``id`` (usage_records.id), ``tenant``, ``units`` (> 0, whole
-    units), ``finished_at`` (timezone-aware), ``customer`` (the tenant's Stripe customer id, ``cus_...``)."""
+    """A charged ledger row not exported yet: ``id`` (usage_records.id), its ``job_id``, ``tenant``, ``units``
+    (> 0, whole units), ``finished_at`` (timezone-aware), ``customer`` (the tenant's Stripe customer id)."""
 
     id: int
+    job_id: str
     tenant: str
     units: int
     finished_at: datetime
@@ -71,11 +73,13 @@ class Report:
     too_old: int
 
 
-def identifier(record_id: int) -> str:
-    """The Stripe identifier of ledger row ``record_id`` (> 0): stable, so a resent row is deduplicated."""
-    if record_id <= 0:
-        raise ValueError(f"a ledger row id is > 0, not {record_id}")
-    return f"{IDENTIFIER_PREFIX}{record_id}"
+def identifier(job_id: str) -> str:
+    """The Stripe identifier of the ledger row of job ``job_id``: stable, so a resent row is deduplicated, and
+    the job's alone in any database (Stripe takes up to 100 characters). Raises ValueError for an empty or
+    too long id."""
+    if not job_id or len(IDENTIFIER_PREFIX + job_id) > 100:
+        raise ValueError(f"a job id of 1 to {100 - len(IDENTIFIER_PREFIX)} characters, not {job_id!r}")
+    return f"{IDENTIFIER_PREFIX}{job_id}"
 
 
 def meter_event(row: Pending, event_name: str) -> MeterEvent:
@@ -87,7 +91,7 @@ def meter_event(row: Pending, event_name: str) -> MeterEvent:
         raise ValueError(f"ledger row {row.id}: finished_at must be timezone-aware")
     if not row.customer or not event_name:
         raise ValueError(f"ledger row {row.id}: a meter event needs a customer id and an event name")
-    return MeterEvent(event_name=event_name, identifier=identifier(row.id), customer=row.customer,
+    return MeterEvent(event_name=event_name, identifier=identifier(row.job_id), customer=row.customer,
                       value=row.units, timestamp=int(row.finished_at.timestamp()))
 
 
@@ -114,7 +118,7 @@ async def claim(connection: AsyncConnection, cutoff: datetime, limit: int) -> li
     another exporter holds; the locks last until ``connection``'s transaction ends. Rows recorded by an exporter
     that held them while this statement began are dropped by a second look (a new snapshot, READ COMMITTED)."""
     u, t = usage_records.c, tenants.c
-    query = (sa.select(u.id, u.tenant, u.units, u.finished_at, t.stripe_customer_id.label("customer"))
+    query = (sa.select(u.id, u.job_id, u.tenant, u.units, u.finished_at, t.stripe_customer_id.label("customer"))
              .select_from(_joined()).where(*_pending(cutoff)).order_by(u.id).limit(limit)
              .with_for_update(of=usage_records, skip_locked=True, key_share=True))
     while rows := [Pending(**r._mapping) for r in await connection.execute(query)]:
