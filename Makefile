@@ -2,7 +2,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .PHONY: help install deps proto weights fetch-weights quantize up down status demo-key run test unit lint \
         bench bench-ledger bench-quality bench-residency bench-fairness bench-notifier bench-hostile bench-janitor asyncapi clean \
-        model-configs chart-lint chart-test podman base-image images
+        model-configs chart-lint chart-test podman base-image images licences notices
 
 PY := .venv/bin/python
 MODELS_PY := .venv-triton/bin/python
@@ -100,7 +100,8 @@ run: demo-key ## Every operation on sample photos; or one job: PHOTO=path OP=ope
 	$(DEMO_KEY) $(PY) scripts/demo.py $(if $(or $(PHOTO),$(OP)),$(if $(PHOTO),"$(PHOTO)") \
 	    $(if $(OP),--operation "$(OP)") $(if $(PARAMS),--params '$(PARAMS)'),--showcase)
 
-test: up images $(HELM) ## Run every test: unit, model code, the chart, the platform, the chart on podman (leaves it up)
+test: up images $(HELM) ## Run every test: licences, unit, model code, the chart, the platform, the chart on podman (leaves it up)
+	$(MAKE) licences
 	$(MODELS_PY) -m pytest models/tests
 	$(PY) -m pytest
 	$(PY) -m pytest tests/deploy
@@ -139,6 +140,12 @@ asyncapi: proto ## Regenerate docs/asyncapi.yaml (the Kafka topics) from the cod
 
 quantize: weights ## INT8 U²-Net-p, calibrated on real photos -> bench/results/quantization.md
 	$(MODELS_PY) models/quantize.py
+
+licences: .venv/.stamp .venv-triton/.stamp ## Both venvs' package licences against licences.toml
+	$(PY) scripts/licences.py check
+
+notices: .venv/.stamp .venv-triton/.stamp ## Regenerate THIRD_PARTY.md (models and packages, with licences)
+	$(PY) scripts/licences.py notices
 
 lint: .venv/.stamp ## Check style with ruff
 	.venv/bin/ruff check .

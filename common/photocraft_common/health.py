@@ -1,6 +1,8 @@
 """Liveness and readiness of every service: the probes of charts/photocraft.
 
-``GET /healthz`` (liveness) answers 200 ``{"status": "ok"}`` while the process and its event loop run.
+``GET /healthz`` (liveness) answers 200 ``{"status": "ok", "version": VERSION}`` while the process and its event
+loop run; ``VERSION`` is the platform's version, the installed photocraft-common package's (one version for
+every package, the chart and the images: tests/unit/test_version.py).
 ``GET /readyz`` (readiness) runs the service's dependency checks concurrently, each bounded by
 ``CHECK_TIMEOUT_S``, and answers 200 when every one passed, else 503 naming the failing ones::
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +28,10 @@ from aiohttp import web
 from .metrics import aiohttp_handler
 
 log = logging.getLogger("photocraft.health")
+
+# The platform's version, e.g. "0.14.0", from the installed package's metadata (PackageNotFoundError when
+# photocraft-common is not installed).
+VERSION = version("photocraft-common")
 
 CHECK_TIMEOUT_S = 2.0  # per check, every check at once
 Check = Callable[[], Awaitable[Any]]  # raises when its dependency is unreachable
@@ -142,7 +149,7 @@ class HealthServer:
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "version": VERSION})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         status, body = await probe(self.readiness)

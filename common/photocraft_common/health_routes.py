@@ -9,15 +9,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .health import probe
+from .health import VERSION, probe
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
-    """200 ``{"status": "ok"}`` while the process and its event loop run (liveness)."""
-    return {"status": "ok"}
+    """200 ``{"status": "ok", "version": "0.14.0"}`` while the process and its event loop run (liveness); the
+    version is the platform's (``health.VERSION``)."""
+    return {"status": "ok", "version": VERSION}
 
 
 @router.get("/readyz")

@@ -3,7 +3,7 @@
 #   photocraft-storage-janitor; tools: photocraft-bootstrap (topics, bucket), photocraft-tenants.
 #
 # Build with the repository root as context (`make images` does this on a Debian base made here):
-#   podman build -f infra/images/services.Dockerfile -t localhost/photocraft:0.1.0 .
+#   podman build -f infra/images/services.Dockerfile -t localhost/photocraft:0.14.0 .
 #   podman build --build-arg BASE=localhost/photocraft-base:bookworm ...   # no registry needed
 # BASE must be Debian/Ubuntu-like with python3 (3.11+) and its venv module.
 #

@@ -7,14 +7,14 @@
 # CPU image (builds here; `make images`): tritonserver 2.51 from the nvidia-pytriton 0.7.0 wheel, python
 # backend only, on a Debian/Ubuntu BASE with python3 (3.11 here), its venv module and libpython3:
 #   podman build -f infra/images/triton.Dockerfile --build-arg BASE=localhost/photocraft-base:bookworm \
-#       -t localhost/photocraft-triton:0.1.0 .
+#       -t localhost/photocraft-triton:0.14.0 .
 #
 # GPU image (not buildable here: no NGC registry): NGC's Triton as BASE, with TRITON=base so that its own
 # tritonserver and backends serve (python; onnxruntime with the TensorRT and CUDA execution providers;
 # tensorrt for plans), and WITH_TORCH=true for the models that need torch (colorization, GFPGAN,
 # sd-turbo, OIDN on CUDA). Take an NGC tag whose Python is 3.11 or newer (models/ needs it), e.g.
 #   docker build -f infra/images/triton.Dockerfile --build-arg BASE=nvcr.io/nvidia/tritonserver:<tag>-py3 \
-#       --build-arg TRITON=base --build-arg WITH_TORCH=true -t <registry>/photocraft-triton:0.1.0-gpu .
+#       --build-arg TRITON=base --build-arg WITH_TORCH=true -t <registry>/photocraft-triton:0.14.0-gpu .
 #
 # Without torch (WITH_TORCH=false, the default) the models that need it are not installed: their weights
 # are not shipped by a package either, so they are absent from the repository and gpu-inference reports

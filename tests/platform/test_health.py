@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from photocraft_common.health import VERSION
+
 BIN = Path(sys.executable).parent
 # Health ports of the platform's processes: HEALTH in infra/stack.py.
 HEALTH = {"gateway": 8080, "notifier": 8081, "scheduler": 9410, "storage-janitor": 9420,
@@ -29,7 +31,7 @@ EXPECTED_CHECKS = {"gateway": {"kafka", "redis", "s3", "postgres"}, "notifier": 
 def test_every_platform_service_is_live_and_ready(name):
     base = f"http://127.0.0.1:{HEALTH[name]}"
     live = httpx.get(f"{base}/healthz", timeout=5)
-    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    assert live.status_code == 200 and live.json() == {"status": "ok", "version": VERSION}
     ready = httpx.get(f"{base}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "checks": dict.fromkeys(EXPECTED_CHECKS[name], "ok")}

@@ -20,7 +20,7 @@ from PIL import Image
 
 from photocraft_common.batches import BatchRecord
 from photocraft_common.contracts import JobCancelled, JobSubmitted, ObjectRef, parse
-from photocraft_common.health import redis_check
+from photocraft_common.health import VERSION, redis_check
 from photocraft_common.jobs import JobRecord, JobStatus
 from photocraft_common.keyring import Keyring
 from photocraft_common.models import AVAILABLE
@@ -372,6 +372,6 @@ def test_batch_refusals(gateway):
 
 
 def test_health_and_unknown_routes(gateway):
-    assert gateway.http.get("/healthz").json() == {"status": "ok"}
+    assert gateway.http.get("/healthz").json() == {"status": "ok", "version": VERSION}
     assert gateway.http.get("/readyz").json() == {"status": "ready", "checks": {"redis": "ok"}}
     assert_problem(gateway.http.get("/v1/nothing-here"), 404, "not-found")

@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from photocraft_common.health import HealthServer, S3Check, probe, verdict
+from photocraft_common.health import VERSION, HealthServer, S3Check, probe, verdict
 
 
 def test_all_passed_is_ready():
@@ -94,7 +94,7 @@ async def test_health_server_answers_over_http():
     try:
         assert server.port > 0
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            assert (await client.get("/healthz")).json() == {"status": "ok", "version": VERSION}
             not_ready = await client.get("/readyz")
             assert not_ready.status_code == 503
             assert not_ready.json()["failing"] == ["redis"]

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from photocraft_common import health_routes, metrics
 from photocraft_common.database import make_engine
 from photocraft_common.expiry import ExpiryIndex
-from photocraft_common.health import checks
+from photocraft_common.health import VERSION, checks
 from photocraft_common.kafka import make_broker
 from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
@@ -66,7 +66,7 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
             app.state.platform, app.state.readiness = platform, platform.readiness
             yield
 
-    app = FastAPI(title="Photocraft gateway", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Photocraft gateway", version=VERSION, lifespan=lifespan)
     problems.install(app, {"/readyz": {"503": {"description": "a check failed (the body names it)",
                                                "content": {"application/json": {"schema": {"type": "object"}}}}}})
     app.add_middleware(RateLimitMiddleware)  # requests per client on /v1/ (ratelimit.py)

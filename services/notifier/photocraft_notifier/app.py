@@ -37,7 +37,7 @@ from fastapi import FastAPI
 
 from photocraft_common import health_routes, metrics
 from photocraft_common.background import Background, every
-from photocraft_common.health import checks
+from photocraft_common.health import VERSION, checks
 from photocraft_common.metrics import LAG_INTERVAL_S, lag_refresher
 
 from . import routes
@@ -73,7 +73,7 @@ def create_app(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     notifier = Notifier.create(settings)
     subscribe(notifier)
-    app = FastAPI(title="Photocraft notifier", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Photocraft notifier", version=VERSION, lifespan=lifespan)
     app.state.notifier = notifier
     app.state.readiness = checks(kafka=notifier.broker, redis=notifier.redis, s3=notifier.store.client,
                                  bucket=settings.s3.bucket, postgres=notifier.engine)
