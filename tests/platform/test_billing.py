@@ -26,13 +26,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from skimage import data
 
-from photocraft_common.contracts import TaskOutput, TaskResult, UsageReport
+from photocraft_common.contracts import TaskResult, UsageReport
 from photocraft_common.jobs import JobStore
 from photocraft_common.tables import meter_exports, usage_records, usage_stages
 from photocraft_common.topics import LEDGER_GROUP, SCHEDULER_GROUP, TASK_RESULTS, USAGE_REPORTS
 from photocraft_common.usage.exporter import identifier
 from photocraft_common.usage.ledger import Ledger
 from photocraft_common.usage.prices import DEFAULT_PRICES
+from photocraft_scheduler.stages import StageStore
 
 from .helpers import GATEWAY, end_offsets, events_until, fresh, png_bytes, submit, supervisorctl, tenant_key
 from .stripe_billing import exporter
@@ -115,8 +116,9 @@ async def test_a_mixed_run_agrees_in_the_ledger_the_usage_api_and_stripe(setting
         # A completed job's result delivered again, and its usage reported again with other figures:
         # the scheduler announces its end once more, and the ledger keeps the first report.
         redelivered = next(j for j, o in outcomes.items() if o == "completed")
+        recorded = await StageStore(redis, settings.job_ttl_s).outputs(redelivered)  # as the scheduler keeps it
         result = TaskResult(task_id=f"{redelivered}/segment", job_id=redelivered, stage="segment",
-                            model="u2netp", attempt=1, output=await _stage_output(redis, redelivered, "segment"))
+                            model="u2netp", attempt=1, output=recorded["segment"])
         again = UsageReport(job_id=redelivered, tenant_id=tenant, operation="remove-background", tier="pro",
                             outcome="completed", stages_run=5, megapixels_in=99.0)
         again.finished_at.GetCurrentTime()
@@ -182,13 +184,6 @@ async def test_a_mixed_run_agrees_in_the_ledger_the_usage_api_and_stripe(setting
             exported = set((await connection.execute(sa.select(meter_exports.c.usage_record_id).where(
                 meter_exports.c.usage_record_id.in_([r.id for r in after.values()])))).scalars())
         assert exported == set(charged)
-
-
-async def _stage_output(redis, job_id: str, stage: str):
-    """A stage's output as the scheduler's stage store keeps it (stages.py)."""
-    raw = await redis.hget(f"photocraft:job:{job_id}:outputs", stage)
-    assert raw is not None, f"job {job_id} has no output of {stage}"
-    return TaskOutput.FromString(raw)
 
 
 async def caught_up(settings, group: str, topic: str, timeout_s: float = 60) -> None:

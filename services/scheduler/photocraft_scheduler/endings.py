@@ -58,8 +58,10 @@ class Endings:
         says so, (re-)publish its terminal event, report its usage and count it in its batch."""
         if record is None:
             return
-        states, outputs = await self._stages.states(record.job_id), await self._stages.outputs(record.job_id)
-        reason = edit_returned(record, states, outputs)
+        states, outputs, reason = {}, {}, ""
+        if self._usage_reports or (record.charge and not record.edit_returned):  # else neither needs them
+            states, outputs = await self._stages.states(record.job_id), await self._stages.outputs(record.job_id)
+            reason = edit_returned(record, states, outputs)
         await self._return_edit(record, reason)
         if ending := announcement(record):
             await self._events.emit(record.job_id, record.tenant_id, once="end", **ending)

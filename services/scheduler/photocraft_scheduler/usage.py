@@ -18,10 +18,9 @@ from collections.abc import Mapping
 
 from photocraft_common import contracts as pb
 from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.operations import MEGAPIXEL
 
 from .stages import State
-
-MEGAPIXEL = 1_000_000
 
 
 def outcome(record: JobRecord, edit_returned: str) -> str:
