@@ -107,6 +107,9 @@ class RestoreParams(_Params):
     upscale: Literal[1, 2] = 1
     faces: bool = Field(True, description="enhance the faces found")
     colorize: bool = Field(True, description="colorize black-and-white photos, if colorization is installed")
+    toning: Literal["remove", "keep"] = Field(
+        "remove", description="a toned print (sepia, selenium, cyanotype): remove its tone (and colorize, if "
+                              "installed and asked), or keep it")
 
 
 class ColorizeParams(_Params):
@@ -181,10 +184,13 @@ def _retouch(p: RetouchParams) -> tuple[Stage, ...]:
 def _restore(p: RestoreParams) -> tuple[Stage, ...]:
     decided = {"decided_by": "analyze"}
     return _chain(*[s for s in (
-        Stage("analyze", ("analyze",), weight=0.5),
+        Stage("analyze", ("analyze",), {"toning": p.toning}, weight=0.5),
+        # scratches, dust and tears are found best on the photo as it came, before denoising smooths them
+        Stage("descratch", ("inpaint",), **decided),
         Stage("denoise", ("oidn",), **decided),
         Stage("dejpeg", ("waifu2x_dejpeg",), weight=2, **decided),
-        Stage("descratch", ("inpaint",), **decided),
+        # faded dyes, colour cast, toning: its analysis gives the parameters
+        Stage("balance", ("tone",), {"contrast": 0.0, "saturation": 0.0, "sharpen": 0.0}, **decided),
         Stage("upscale", ("waifu2x_photo",), {"noise": -1}, weight=3) if p.upscale == 2 else None,
         # GFPGAN when installed, else a light retouch of the faces found.
         Stage("faces", ("gfpgan", "retouch"), {"skin": 0.3, "teeth": 0.0, "eyes": 0.3}, **decided)
@@ -233,8 +239,8 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("retouch", RetouchParams, _retouch,
               "Skin smoothing, teeth whitening and eye enhancement on every face."),
     Operation("restore", RestoreParams, _restore,
-              "Analyse the photo, then denoise, remove JPEG artefacts and scratches, upscale, "
-              "enhance faces and colorize, as it needs.",
+              "Analyse the photo, then repair scratches, dust and tears, denoise, remove JPEG artefacts, "
+              "restore faded or toned prints, upscale, enhance faces and colorize, as it needs.",
               max_input_megapixels=lambda p: {1: 50, 2: 12}[p.upscale]),
     Operation("colorize", ColorizeParams, _colorize,
               "Colorize a black-and-white photo (Zhang et al., ECCV 2016)."),

@@ -34,7 +34,7 @@ from .test_gateway_routes import MODELS, Gateway, assert_problem, png, settings 
 from .test_plan import EVERY_MODEL, PHOTO, image, output, record
 from .test_topics import record as consumer_record
 
-NOTHING_TO_RESTORE = {"stages": {name: {"run": False} for name in ("denoise", "dejpeg", "descratch", "faces",
+NOTHING_TO_RESTORE = {"stages": {name: {"run": False} for name in ("descratch", "denoise", "dejpeg", "balance", "faces",
                                                                    "colorize")}}
 
 

@@ -60,10 +60,11 @@ def test_enhance_recipe_follows_its_parameters():
 
 def test_restore_is_decided_by_its_analysis_and_prefers_gfpgan_for_faces():
     recipe = {s.name: s for s in stages("restore", {"upscale": 2})}
-    assert list(recipe) == ["analyze", "denoise", "dejpeg", "descratch", "upscale", "faces", "colorize", "tone"]
+    assert list(recipe) == ["analyze", "descratch", "denoise", "dejpeg", "balance", "upscale", "faces",
+                            "colorize", "tone"]
     assert recipe["faces"].models == ("gfpgan", "retouch") and recipe["colorize"].optional
     assert {n for n, s in recipe.items() if s.decided_by == "analyze"} == {
-        "denoise", "dejpeg", "descratch", "faces", "colorize", "tone"}
+        "descratch", "denoise", "dejpeg", "balance", "faces", "colorize", "tone"}
 
 
 def test_missing_models_ignores_optional_stages_and_accepts_alternatives():

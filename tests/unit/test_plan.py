@@ -56,9 +56,10 @@ def output(*objects: ObjectRef, info: dict | None = None, warnings: tuple[str, .
     ("enhance", {"scale": 4, "upscaler": "faithful"}, ["denoise", "upscale", "upscale-2", "tone"], {"tone"}),
     ("remove-background", {"subject": "person"}, ["segment"], {"segment"}),
     ("retouch", {}, ["retouch"], {"retouch"}),
-    ("restore", {}, ["analyze", "denoise", "dejpeg", "descratch", "faces", "colorize", "tone"], {"tone"}),
+    ("restore", {}, ["analyze", "descratch", "denoise", "dejpeg", "balance", "faces", "colorize", "tone"],
+     {"tone"}),
     ("restore", {"upscale": 2, "faces": False, "colorize": False},
-     ["analyze", "denoise", "dejpeg", "descratch", "upscale", "tone"], {"tone"}),
+     ["analyze", "descratch", "denoise", "dejpeg", "balance", "upscale", "tone"], {"tone"}),
     ("colorize", {}, ["colorize"], {"colorize"}),
     ("text-to-image", {"prompt": "a lighthouse", "seed": 3}, ["generate"], {"generate"}),
 ])
@@ -132,8 +133,8 @@ def test_a_dispatch_becomes_the_task_message():
 
 def test_the_first_installed_model_serves_a_stage():
     plan = Plan.of(record("restore"))
-    states = {"analyze": State.DONE, "descratch": State.DONE}
-    outputs = {"analyze": output(PHOTO, info={"stages": {}}), "descratch": output(image("t1/j1/descratch.png"))}
+    states = {"analyze": State.DONE, "balance": State.DONE}
+    outputs = {"analyze": output(PHOTO, info={"stages": {}}), "balance": output(image("t1/j1/balance.png"))}
     faces = plan.stage("faces")
     assert plan.decide(faces, states, outputs, EVERY_MODEL).model == "gfpgan"
     assert plan.decide(faces, states, outputs, EVERY_MODEL - {"gfpgan"}).model == "retouch"
@@ -157,22 +158,22 @@ def test_an_optional_stage_without_a_model_is_skipped_with_a_warning():
 def test_the_analysis_decides_which_stages_run_and_with_what():
     plan = Plan.of(record("restore"))
     analyze = plan.decide(plan.stage("analyze"), {}, {}, EVERY_MODEL)
-    assert (analyze.model, analyze.extension, analyze.params, analyze.inputs) == ("analyze", "json", {}, [PHOTO])
-    verdicts = {"stages": {"denoise": {"run": False}, "dejpeg": {"run": True, "params": {"strength": 0.7}}}}
+    assert (analyze.model, analyze.extension, analyze.params, analyze.inputs) == ("analyze", "json", {"toning": "remove"}, [PHOTO])
+    verdicts = {"stages": {"descratch": {"run": False}, "denoise": {"run": True, "params": {"strength": 0.7}}}}
     # An analysis makes no image: what it records passes the job's input on.
     analysis = plan.output_of("analyze", output(info=verdicts), {})
     assert list(analysis.objects) == [PHOTO]
     outputs, states = {"analyze": analysis}, {"analyze": State.DONE}
 
-    skipped = plan.decide(plan.stage("denoise"), states, outputs, EVERY_MODEL)
-    assert skipped == Skip("denoise", "", [PHOTO]) and list(skipped.output.warnings) == []
-    outputs["denoise"], states["denoise"] = skipped.output, State.SKIPPED
-    dejpeg = plan.decide(plan.stage("dejpeg"), states, outputs, EVERY_MODEL)
-    assert (dejpeg.model, dejpeg.params, dejpeg.inputs) == ("waifu2x_dejpeg", {"strength": 0.7}, [PHOTO])
-    # weights: analyze 0.5, denoise 1, dejpeg 2, descratch 1, faces 1, colorize 2, tone 1 = 8.5
-    assert dejpeg.progress_from == pytest.approx(100 * 1.5 / 8.5)
-    assert dejpeg.progress_to == pytest.approx(100 * 3.5 / 8.5)
-    assert decision(plan.stage("descratch"), outputs) == (True, {})  # one the analysis does not name runs
+    skipped = plan.decide(plan.stage("descratch"), states, outputs, EVERY_MODEL)
+    assert skipped == Skip("descratch", "", [PHOTO]) and list(skipped.output.warnings) == []
+    outputs["descratch"], states["descratch"] = skipped.output, State.SKIPPED
+    denoise = plan.decide(plan.stage("denoise"), states, outputs, EVERY_MODEL)
+    assert (denoise.model, denoise.params, denoise.inputs) == ("oidn", {"strength": 0.7}, [PHOTO])
+    # weights: analyze 0.5, descratch 1, denoise 1, dejpeg 2, balance 1, faces 1, colorize 2, tone 1 = 9.5
+    assert denoise.progress_from == pytest.approx(100 * 1.5 / 9.5)
+    assert denoise.progress_to == pytest.approx(100 * 2.5 / 9.5)
+    assert decision(plan.stage("dejpeg"), outputs) == (True, {})  # one the analysis does not name runs
     with pytest.raises(KeyError):
         decision(plan.stage("tone"), {})  # no analysis yet
 
