@@ -158,7 +158,8 @@ def test_an_optional_stage_without_a_model_is_skipped_with_a_warning():
 def test_the_analysis_decides_which_stages_run_and_with_what():
     plan = Plan.of(record("restore"))
     analyze = plan.decide(plan.stage("analyze"), {}, {}, EVERY_MODEL)
-    assert (analyze.model, analyze.extension, analyze.params, analyze.inputs) == ("analyze", "json", {"toning": "remove"}, [PHOTO])
+    assert (analyze.model, analyze.extension, analyze.params, analyze.inputs) == (
+        "analyze", "json", {"toning": "remove"}, [PHOTO])
     verdicts = {"stages": {"descratch": {"run": False}, "denoise": {"run": True, "params": {"strength": 0.7}}}}
     # An analysis makes no image: what it records passes the job's input on.
     analysis = plan.output_of("analyze", output(info=verdicts), {})
