@@ -48,6 +48,11 @@ def test_every_package_has_the_version():
     assert found == dict.fromkeys(found, the_version())
 
 
+def test_the_kafka_contract_has_the_version():
+    document = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+    assert document["info"]["version"] == the_version()
+
+
 def test_the_chart_and_the_images_have_the_version():
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert (chart["version"], chart["appVersion"]) == (the_version(), the_version())
