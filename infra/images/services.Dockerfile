@@ -1,6 +1,7 @@
 # The Photocraft services: ONE image, the service chosen by its command:
 #   photocraft-gateway, photocraft-scheduler, photocraft-gpu-inference, photocraft-notifier,
-#   photocraft-storage-janitor; tools: photocraft-bootstrap (topics, bucket), photocraft-tenants.
+#   photocraft-storage-janitor; tools: photocraft-bootstrap (migrations, topics, bucket), photocraft-tenants,
+#   photocraft-usage-export (usage to Stripe).
 #
 # Build with the repository root as context (`make images` does this on a Debian base made here):
 #   podman build -f infra/images/services.Dockerfile -t localhost/photocraft:0.14.0 .
