@@ -117,7 +117,7 @@ bench: up ## Remove-background against rembg, and more -> bench/results/speed.md
 bench-ledger: up ## The usage ledger's cost to a job's completion, reports on against off -> bench/results/ledger.md
 	$(PY) bench/ledger.py
 
-bench-quality: demo-key ## Restore and enhance against classical baselines -> bench/results/quality.md
+bench-quality: demo-key ## Restore and enhance against classical baselines, old prints too -> bench/results/quality.md
 	$(DEMO_KEY) $(MODELS_PY) bench/quality.py
 
 bench-residency: up ## LRU residency against load-per-request and no eviction -> bench/results/residency.md

@@ -1,6 +1,7 @@
 """Quality benchmark: restore and enhance against classical baselines, in one run.
 
     make bench-quality        (starts the platform if needed; writes bench/results/quality.md)
+    .venv-triton/bin/python bench/quality.py [--only classic|restore] [--report PATH]
 
 Real photos from scikit-image are degraded synthetically (models/photocraft_models/degrade.py):
 Gaussian noise sigma 25, JPEG quality 15, x2 and x4 bicubic downscaling, drawn
@@ -11,12 +12,15 @@ upscaling, Telea inpainting; for each degradation the best baseline variant is
 the one to beat. Scores are PSNR (dB) and SSIM (Wang et al., IEEE TIP 2004)
 against the clean photo, averaged over the photos. Exits 1 if restore or
 enhance does not beat the best baseline on a degradation it addresses.
+
+Then old prints (bench/quality_restore.py): full-size photos aged by
+``degrade.old_print``, scored against issue 15's targets, which the report's
+Targets table marks met or not (they do not change the exit status).
 """
 
 from __future__ import annotations
 
-import io
-import json
+import argparse
 import os
 import platform
 import sys
@@ -28,14 +32,16 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
+import quality_restore
+import quality_restore_report
 from machine import cpu_model  # bench/machine.py: scripts run from bench/
 from photocraft_models import degrade
 from photocraft_models.restoration import baseline_descratch
 from PIL import Image
+from quality_platform import finish, image, submit
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-GATEWAY = "http://127.0.0.1:8080"
 REPORT = Path(__file__).resolve().parent / "results" / "quality.md"
 SIDE = 256  # pixels: crops keep the run to a few minutes on two CPU cores
 
@@ -101,66 +107,59 @@ ADDRESSES = {
 }
 
 
-def png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def submit(client: httpx.Client, image: np.ndarray, operation: str, params: dict) -> dict:
-    response = client.post(f"{GATEWAY}/v1/jobs", files={"file": ("photo.png", png(image))},
-                           data={"operation": operation, "params": json.dumps(params)})
-    response.raise_for_status()
-    return response.json()
-
-
-def result(client: httpx.Client, job: dict, timeout_s: float = 900) -> tuple[np.ndarray, list[str]]:
-    headers = {"Authorization": f"Bearer {job['token']}"}  # the job's own token
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view = client.get(job["status_url"], headers=headers).raise_for_status().json()
-        if view["status"] == "completed":
-            content = client.get(view["result_url"]).raise_for_status().content
-            return np.asarray(Image.open(io.BytesIO(content)).convert("RGB")), view["warnings"]
-        if view["status"] in ("failed", "cancelled"):
-            raise RuntimeError(f"job {job['job_id']} {view['status']}: {view['error']}")
-        time.sleep(0.5)
-    raise TimeoutError(f"job {job['job_id']} did not finish in {timeout_s} s")
-
-
 def scores(clean: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     return (peak_signal_noise_ratio(clean, image, data_range=255),
             structural_similarity(clean, image, channel_axis=2, data_range=255))
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("classic", "restore"), help="run one part (a quicker check)")
+    parser.add_argument("--report", type=Path, default=REPORT, help="where to write the report (and its pictures)")
+    args = parser.parse_args()
     started = time.monotonic()
     rng = np.random.default_rng(2026)
-    degraded = {(d, p): make(clean, rng) for d, (make, _, _) in SUITE.items() for p, clean in PHOTOS.items()}
-    table: dict[str, dict[str, list[tuple[float, float]]]] = {d: {} for d in SUITE}
-    notes: dict[str, set[str]] = {d: set() for d in SUITE}
+    suite = {} if args.only == "restore" else SUITE
+    degraded = {(d, p): make(clean, rng) for d, (make, _, _) in suite.items() for p, clean in PHOTOS.items()}
+    table: dict[str, dict[str, list[tuple[float, float]]]] = {d: {} for d in suite}
+    notes: dict[str, set[str]] = {d: set() for d in suite}
+    old_prints = None if args.only == "classic" else quality_restore.Restoration()
     key = os.environ.get("PHOTOCRAFT_API_KEY")  # make bench-quality sets it
     with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"} if key else {}) as client:
         jobs = {(d, p, name): submit(client, degraded[d, p], op, params)
-                for d, (_, ours, _) in SUITE.items() for p in PHOTOS for name, (op, params) in ours.items()}
-        print(f"{len(jobs)} jobs submitted; baselines meanwhile", flush=True)
-        for (d, p), image in degraded.items():
+                for d, (_, ours, _) in suite.items() for p in PHOTOS for name, (op, params) in ours.items()}
+        if old_prints:
+            old_prints.submit(client)
+        print(f"{len(jobs) + len(old_prints.jobs) + 1 if old_prints else len(jobs)} jobs submitted; "
+              "baselines meanwhile", flush=True)
+        for (d, p), photo in degraded.items():
             for name, baseline in SUITE[d][2].items():
-                table[d].setdefault(name, []).append(scores(PHOTOS[p], baseline(image)))
+                table[d].setdefault(name, []).append(scores(PHOTOS[p], baseline(photo)))
+        if old_prints:
+            old_prints.run_baselines()
+            print("old prints' baselines done", flush=True)
         for (d, p, name), job in jobs.items():
-            image, warnings = result(client, job)
-            notes[d].update(warnings)
-            table[d].setdefault(name, []).append(scores(PHOTOS[p], image))
+            view = finish(client, job)
+            notes[d].update(view["warnings"])
+            table[d].setdefault(name, []).append(scores(PHOTOS[p], image(client, view)))
             print(f"  {d} / {p} / {name}: done", flush=True)
-    if not colorize_skipped(notes):
+        restore_notes = old_prints.collect(client) if old_prints else set()
+    if suite and not colorize_skipped(notes):
         ADDRESSES["grayscale"] = ["restore"]
-    write_report(table, notes, time.monotonic() - started)
-    if failures := verdicts(table)[1]:
+    extra = []
+    if old_prints:
+        cases, colour = quality_restore.recognition()
+        extra = quality_restore_report.section(old_prints, cases, colour, args.report.parent)
+        extra += [f"Note from the platform (old prints): {note}" for note in sorted(restore_notes)] + [""]
+    write_report(table, notes, time.monotonic() - started, args.report, extra)
+    if suite and (failures := verdicts(table)[1]):
         sys.exit(f"not better than the best baseline: {', '.join(failures)}")
 
 
 def colorize_skipped(notes: dict[str, set[str]]) -> bool:
-    return any(note.startswith("colorize: skipped") for note in notes["grayscale"])
+    """Whether the platform said colorization did not run (its model not installed)."""
+    return any(note.startswith("colorize:") and ("skipped" in note or "not installed" in note)
+               for note in notes["grayscale"])
 
 
 def mean(values: list[tuple[float, float]]) -> tuple[float, float]:
@@ -183,16 +182,25 @@ def verdicts(table) -> tuple[list[str], list[str]]:
     return lines, failures
 
 
-def write_report(table, notes, seconds: float) -> None:
+def write_report(table, notes, seconds: float, path: Path, extra: list[str]) -> None:
     cpu = cpu_model() or platform.processor()
     out = [
         "# Quality: restore and enhance against classical baselines", "",
         f"Produced by `make bench-quality` (bench/quality.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{cpu}, in {seconds / 60:.1f} min. Photos: {', '.join(PHOTOS)} from scikit-image, "
-        f"{SIDE}x{SIDE} crops (x2 and x4 rows: the crop is the ground truth, its downscale the input). "
-        "Ours: jobs through the running platform; enhance with tone, saturation and sharpening at 0. "
-        "PSNR in dB and SSIM against the clean crop, mean over the photos; best of each table in bold.", "",
+        f"{cpu}, in {seconds / 60:.1f} min.", "",
     ]
+    if table:
+        classic(out, table, notes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out + extra) + "\n")
+    print(f"report written to {path}; {len(verdicts(table)[1]) if table else 0} claims not met")
+
+
+def classic(out: list[str], table, notes) -> None:
+    out[-2] += (f" Photos: {', '.join(PHOTOS)} from scikit-image, "
+                f"{SIDE}x{SIDE} crops (x2 and x4 rows: the crop is the ground truth, its downscale the input). "
+                "Ours: jobs through the running platform; enhance with tone, saturation and sharpening at 0. "
+                "PSNR in dB and SSIM against the clean crop, mean over the photos; best of each table in bold.")
     for degradation, methods in table.items():
         best_psnr = max(mean(v)[0] for v in methods.values())
         out += [f"## {degradation}", "", "| method | kind | PSNR | SSIM |", "|---|---|---|---|"]
@@ -204,7 +212,7 @@ def write_report(table, notes, seconds: float) -> None:
         for note in sorted(notes[degradation]):
             out.append(f"\nNote from the platform: {note}")
         out.append("")
-    lines, failures = verdicts(table)
+    lines = verdicts(table)[0]
     out += ["## Verdict", "", *lines, "",
             "Real-ESRGAN x4plus is trained to invent plausible texture: it looks sharper but moves "
             "away from the original, so it scores below bicubic; `upscaler: faithful` is the choice "
@@ -214,9 +222,7 @@ def write_report(table, notes, seconds: float) -> None:
     else:
         out.append("Grayscale: colorization weights are not installed on this machine, so restore leaves "
                    "gray photos gray (see the note above); it makes no claim there.")
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text("\n".join(out) + "\n")
-    print(f"report written to {REPORT}; {len(failures)} claims not met")
+    out.append("")
 
 
 if __name__ == "__main__":

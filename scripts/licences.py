@@ -7,8 +7,8 @@ the allow-list there (AND: every term allowed; OR: one; ``X WITH exception``: X 
 named in an exception of licences.toml with its real licence and a reason. Exits 1 listing every other package.
 Our own packages (photocraft-*) are skipped.
 
-``notices`` (``make notices``): writes THIRD_PARTY.md: every model of models/registry.toml (name, licence, source;
-non-commercial licences marked) and every package of both venvs (name, version, licence).
+``notices`` (``make notices``): writes THIRD_PARTY.md: every model of models/registry.toml (name, licence id, licence,
+source; non-commercial licences marked) and every package of both venvs (name, version, licence).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 
 from license_expression import ExpressionError, LicenseWithExceptionSymbol, Licensing
 from packaging.utils import canonicalize_name
+
+from photocraft_common.licences import ACCEPT_SETTING, commercial_use
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "licences.toml"
@@ -121,19 +123,20 @@ def installed(python: Path) -> list[dict]:
 
 
 def non_commercial(model: dict) -> bool:
-    """Whether a registry model's licence forbids commercial use (its ``licence`` text says so)."""
-    text = model.get("licence", "").lower().replace(" ", "-")
-    return "non-commercial" in text or "noncommercial" in text
+    """Whether a registry model's licence forbids commercial use (its ``commercial_use`` flag, read as the services
+    read it). Raises ValueError when the flag is missing."""
+    return not commercial_use(model)
 
 
 def models_section(registry: dict) -> str:
     """The Markdown section on the models of models/registry.toml (parsed), in registry order."""
     lines = [MODELS_HEADING, "", "Weights and algorithms Photocraft serves (models/registry.toml). **Not for "
-             "commercial use** marks a licence that forbids it.", "",
-             "| Model | Licence | Source |", "| --- | --- | --- |"]
+             "commercial use** marks a licence that forbids it: such a model is served only where the operator "
+             f"accepts its licence id ({ACCEPT_SETTING}; docs/models.md, \"Model licences\").", "",
+             "| Model | Licence id | Licence | Source |", "| --- | --- | --- | --- |"]
     for name, model in registry["models"].items():
         mark = " **Not for commercial use.**" if non_commercial(model) else ""
-        lines.append(f"| {name} | {model['licence']}{mark} | `{model['source']}` |")
+        lines.append(f"| {name} | `{model['licence_id']}` | {model['licence']}{mark} | `{model['source']}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -189,9 +189,12 @@ class Intake:
                           "no model is being served right now (the inference servers are starting or down); "
                           "retry shortly", {"Retry-After": "10"})
         if missing := op.missing_models(parsed, available):
+            licences = await self._models.licences()  # a model withheld for its licence says so
+            why = "; ".join(f"{m} is withheld: {licences[m].withheld}" for m in missing
+                            if m in licences and licences[m].withheld)
             raise Problem(503, "model-not-installed", "Model not installed",
                           f"{operation} needs {', '.join(missing)}, which this platform does not serve now "
-                          "(see docs/models.md to install it)")
+                          f"({why or 'see docs/models.md to install it'})")
         return Admitted(op, parsed, policy)
 
     async def _check_photos(self, admitted: Admitted, photos: list[tuple[str, bytes]]) -> list[ImageInfo]:

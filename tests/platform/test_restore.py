@@ -78,5 +78,5 @@ async def test_restore_of_a_gray_photo_says_it_could_not_colorize(gateway):
     async with absent("colorize_eccv16"):
         events = await job_events(gateway, "restore", {}, png_bytes(gray))
     assert events[-1]["type"] == "completed", events[-1]
-    assert "colorize: skipped: model colorize_eccv16 is not installed" in events[-1]["warnings"]
+    assert "colorize: model colorize_eccv16 is not installed; the photo stays black-and-white" in events[-1]["warnings"]
     assert download(events[-1]["results"][0]).size == (200, 200)

@@ -107,6 +107,8 @@ def test_a_failed_job_gets_its_edit_back_and_a_running_one_keeps_it():
     ("restore", {}, worker({"stages": {**NOTHING_TO_RESTORE["stages"], "faces": {"run": True}}}), False),
     ("restore", {}, worker({"stages": {**NOTHING_TO_RESTORE["stages"], "faces": {"run": True}}}, {"faces": 0}),
      True),  # the face model found no face
+    ("restore", {}, worker({"stages": {**NOTHING_TO_RESTORE["stages"],
+                                       "balance": {"run": True, "params": {"neutralise": 1.0}}}}), False),
     ("enhance", {"scale": 1, "denoise": 0, "contrast": 0, "saturation": 0, "sharpen": 0}, worker(), True),
     ("enhance", {"scale": 1, "denoise": 0, "contrast": 0, "saturation": 0.1, "sharpen": 0}, worker(), False),
     ("enhance", {}, worker(), False),

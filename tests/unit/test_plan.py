@@ -150,9 +150,10 @@ def test_an_optional_stage_without_a_model_is_skipped_with_a_warning():
     plan = Plan.of(record("restore"))
     outputs = {"analyze": output(info={"stages": {}}), "faces": output(image("t1/j1/faces.png"))}
     skip = plan.decide(plan.stage("colorize"), {"faces": State.DONE}, outputs, EVERY_MODEL - {"colorize_eccv16"})
-    assert skip == Skip("colorize", "skipped: model colorize_eccv16 is not installed", [image("t1/j1/faces.png")])
+    said = "model colorize_eccv16 is not installed; the photo stays black-and-white"
+    assert skip == Skip("colorize", said, [image("t1/j1/faces.png")])
     assert list(skip.output.objects) == [image("t1/j1/faces.png")]  # its input passes on
-    assert list(skip.output.warnings) == ["skipped: model colorize_eccv16 is not installed"]
+    assert list(skip.output.warnings) == [said]
 
 
 def test_the_analysis_decides_which_stages_run_and_with_what():
@@ -213,12 +214,13 @@ def test_completion_gathers_the_final_results_and_every_warning():
     plan = Plan.of(record("restore"))
     outputs = {name: output(image(f"{name}.png")) for name in [s.name for s in plan.stages]}
     outputs["faces"] = output(image("faces.png"), warnings=("no face found; the image is unchanged",))
-    outputs["colorize"] = output(image("faces.png"), warnings=("skipped: model colorize_eccv16 is not installed",))
+    outputs["colorize"] = output(image("faces.png"),
+                                 warnings=("model colorize_eccv16 is not installed; the photo stays black-and-white",))
     outputs["tone"] = output(image("tone.png"), image("tone-mask.png", role="mask"))
     assert plan.completion(outputs) == Complete(
         [image("tone.png"), image("tone-mask.png", role="mask")],
         ["faces: no face found; the image is unchanged",
-         "colorize: skipped: model colorize_eccv16 is not installed"])
+         "colorize: model colorize_eccv16 is not installed; the photo stays black-and-white"])
 
 
 def test_a_finished_job_announces_its_end():

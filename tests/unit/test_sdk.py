@@ -91,6 +91,9 @@ def test_result_paths(tmp_path):
     assert [p for _, p in result_paths([jpeg], tmp_path / "cut.png")] == [tmp_path / "cut.jpg"]
     assert [p for _, p in result_paths([image, mask], tmp_path / "c.d")] == [
         tmp_path / "c.d.png", tmp_path / "c.d-mask.png"]
+    report = result("report", "application/json")  # restore's report (docs/api.md)
+    assert [p for _, p in result_paths([image, report], tmp_path / "old.jpg")] == [
+        tmp_path / "old.png", tmp_path / "old-report.json"]
 
 
 def test_slug():

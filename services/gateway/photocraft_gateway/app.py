@@ -1,9 +1,9 @@
 """The gateway's FastAPI application: its lifespan (the platform's clients) and its routes.
 
-Routes: jobs.py (``/v1/jobs``), batches.py (``/v1/batches``), usage.py (``/v1/usage``), ``/healthz`` and ``/readyz``
-(photocraft_common.health_routes) and the web page (``/``, from ``static/``; see docs/web.md). Prometheus'
-``/metrics`` is not among them: it is served on ``PHOTOCRAFT_METRICS_PORT`` (photocraft_common.metrics.server)
-while the app runs.
+Routes: jobs.py (``/v1/jobs``), batches.py (``/v1/batches``), usage.py (``/v1/usage``), models.py (``/v1/models``),
+``/healthz`` and ``/readyz`` (photocraft_common.health_routes) and the web page (``/``, from ``static/``; see
+docs/web.md). Prometheus' ``/metrics`` is not among them: it is served on ``PHOTOCRAFT_METRICS_PORT``
+(photocraft_common.metrics.server) while the app runs.
 What the routes depend on is in deps.py.
 """
 
@@ -25,7 +25,7 @@ from photocraft_common.kafka import make_broker
 from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 
-from . import batches, jobs, problems, usage
+from . import batches, jobs, models, problems, usage
 from .deps import Platform
 from .ratelimit import RateLimitMiddleware
 from .settings import GatewaySettings
@@ -74,6 +74,7 @@ def create_app(settings: GatewaySettings | None = None, connect: Connect = conne
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(usage.router)
+    app.include_router(models.router)
     app.include_router(health_routes.router, responses=problems.responses(404, 405, 429, 500))
     app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -27,7 +27,7 @@ class JobAccepted(BaseModel):
 
 class ResultView(BaseModel):
     url: str  # presigned S3 GET URL
-    role: str  # "image", or "mask": the pixels the operation may have changed
+    role: str  # "image"; "mask": the pixels the operation may have changed; "report": restore's JobReport (JSON)
     content_type: str
     width: int
     height: int

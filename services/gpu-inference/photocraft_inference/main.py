@@ -7,7 +7,10 @@ concurrently, so Triton's dynamic batcher has requests to combine; their
 offsets are committed together once every result is published. Replicas of
 this worker share the consumer groups and split the partitions between them.
 In the background the worker reports which models Triton's repository holds
-(the gateway refuses jobs whose models are missing), its task slots per model
+(the gateway refuses jobs whose models are missing) with their licences; a model
+whose licence forbids commercial use is withheld, neither advertised nor called,
+unless ``PHOTOCRAFT_ACCEPT_MODEL_LICENCES`` names its licence
+(photocraft_common.licences). It also reports its task slots per model
 (the scheduler releases no more tasks than the workers can take) and, whenever
 it loads a model, the digest of its weights (the scheduler addresses reusable
 results with it). A message that cannot be handled goes to the dead-letter
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping
 
 from faststream import FastStream
 from faststream.kafka.annotations import KafkaMessage
@@ -38,6 +42,7 @@ from photocraft_common.kafka import (
     poll_without_pause,
     subscriber_options,
 )
+from photocraft_common.licences import gate, licences
 from photocraft_common.metrics import LAG_INTERVAL_S, lag_refresher
 from photocraft_common.models import ModelDirectory
 from photocraft_common.redis_client import make_redis
@@ -52,14 +57,23 @@ from .worker import Worker
 log = logging.getLogger("photocraft.inference")
 
 
-def reporter(pool: TritonPool, directory: ModelDirectory, redis: Redis,
-             settings: InferenceSettings) -> Callable[[], Awaitable[None]]:
-    """One report: the models Triton holds, and this worker's task slots per model, valid for 3 intervals."""
+def reporter(pool: TritonPool, directory: ModelDirectory, redis: Redis, settings: InferenceSettings,
+             registry: Mapping[str, dict]) -> Callable[[], Awaitable[None]]:
+    """One report: the models Triton holds that this worker may serve, the licences of all of them (``registry``:
+    models/registry.toml's models), and its task slots per model, valid for 3 intervals. Logs each withheld model
+    once, with the reason."""
     ttl_s = 3 * settings.availability_interval_s
+    logged: set[str] = set()
 
     async def report() -> None:
         present = await pool.repository()
-        await directory.publish_available(present, ttl_s=ttl_s)
+        entries = licences(registry, present, settings.accept_model_licences)
+        for entry in entries:
+            if entry.withheld and entry.model not in logged:
+                logged.add(entry.model)
+                log.warning("model %s is in Triton's repository but not served: %s", entry.model, entry.withheld)
+        await directory.publish_available([e.model for e in entries if not e.withheld], ttl_s=ttl_s)
+        await directory.publish_licences(entries, ttl_s=ttl_s)
         await directory.forget_weights_except(set(present))
         await report_capacity(redis, settings.worker_id, settings.models, settings.batch_size, ttl_s)
     return report
@@ -77,7 +91,8 @@ def triton_check(pool: TritonPool):
 
 
 def create_app(settings: InferenceSettings) -> FastStream:
-    """Build the app; call inside the running event loop (gRPC clients bind to it)."""
+    """Build the app; call inside the running event loop (gRPC clients bind to it). Raises ValueError when a
+    pinned model is withheld for its licence (photocraft_common.licences)."""
     broker = make_broker(settings.kafka, f"photocraft-gpu-inference-{settings.worker_id}")
     redis = make_redis(settings.redis)
     directory = ModelDirectory(redis)
@@ -87,7 +102,11 @@ def create_app(settings: InferenceSettings) -> FastStream:
         if digest:
             await directory.record_weights(model, digest)
 
-    pool = TritonPool(settings, redis, footprints(settings.model_registry, settings.residency), on_load=on_load)
+    registry = tomllib.loads(settings.model_registry.read_text())["models"]
+    withheld = gate(registry, settings.accept_model_licences)
+    if pinned := {m: why for m in settings.residency.pinned if (why := withheld(m))}:
+        raise ValueError(f"PHOTOCRAFT_RESIDENCY__PINNED names a model that is not served: {pinned}")
+    pool = TritonPool(settings, redis, footprints(registry, settings.residency), withheld, on_load=on_load)
     store = ObjectStore(settings.s3, ExpiryIndex(redis, settings.job_ttl_s))  # objects indexed for purge
     worker = Worker(broker, store, pool, settings.worker_id, settings.required_keyring())
 
@@ -119,7 +138,7 @@ def create_app(settings: InferenceSettings) -> FastStream:
     async def start() -> None:
         await pool.start()
         # A failed report (Triton restarting, Redis away) is logged; the next one tries again.
-        background.start(every(settings.availability_interval_s, reporter(pool, directory, redis, settings),
+        background.start(every(settings.availability_interval_s, reporter(pool, directory, redis, settings, registry),
                                "reporting the models Triton holds", first_wait=False, logger=log), "report")
         background.start(every(LAG_INTERVAL_S, lag_refresher(broker), "consumer lag", logger=log), "consumer lag")
 

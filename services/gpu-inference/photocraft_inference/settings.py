@@ -1,9 +1,10 @@
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
 
 from photocraft_common.operations import MODELS
 from photocraft_common.settings import PlatformSettings
@@ -48,6 +49,10 @@ class InferenceSettings(PlatformSettings):
     triton: TritonSettings = TritonSettings()
     residency: ResidencySettings = ResidencySettings()
     model_registry: Path = DEFAULT_REGISTRY
+    # The licences (registry licence_id) of non-commercial models this installation accepts, and so serves;
+    # comma-separated, e.g. PHOTOCRAFT_ACCEPT_MODEL_LICENCES=LicenseRef-sai-nc-community (SD-Turbo). Empty (the
+    # default): no model whose licence forbids commercial use is loaded or advertised (docs/models.md).
+    accept_model_licences: Annotated[list[str], NoDecode] = []
     # The Triton models whose topics this worker consumes.
     models: list[str] = list(MODELS)
     # Tasks a consumer takes at once and runs concurrently (their requests fill Triton's batches).
@@ -57,3 +62,10 @@ class InferenceSettings(PlatformSettings):
     availability_interval_s: float = 5.0
     metrics_port: int = 0  # Prometheus /metrics; 0: off
     metrics_host: str = "127.0.0.1"
+
+    @field_validator("accept_model_licences", mode="before")
+    @classmethod
+    def _licence_ids(cls, value: str | list[str]) -> list[str]:
+        """A comma-separated list (``a,b``) or a list; blank entries dropped."""
+        entries = value.split(",") if isinstance(value, str) else value
+        return [str(e).strip() for e in entries if str(e).strip()]

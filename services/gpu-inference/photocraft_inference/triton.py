@@ -96,12 +96,10 @@ async def ready_models(client: grpcclient.InferenceServerClient) -> set[str]:
 
 class TritonPool:
     def __init__(self, settings: InferenceSettings, redis: Redis, footprints: dict[str, int],
-                 on_load: Callable[[str, dict], Awaitable[None]] | None = None) -> None:
-        self._settings = settings
-        self._redis = redis
-        self._footprints = footprints
-        self._on_load = on_load
-        self._timeout_s = settings.triton.infer_timeout_s
+                 withheld: Callable[[str], str], on_load: Callable[[str, dict], Awaitable[None]] | None = None) -> None:
+        """``withheld(model)``: why not to serve ``model`` (photocraft_common.licences), "" if it may be served."""
+        self._settings, self._redis, self._footprints, self._on_load = settings, redis, footprints, on_load
+        self._withheld, self._timeout_s = withheld, settings.triton.infer_timeout_s  # withheld: ModelUnavailable
         self.instances: list[Instance] = []
         self._configs: dict[str, dict] = {}
         self._background = Background()  # health checks, residency sweeps, loads of pinned models
@@ -185,6 +183,8 @@ class TritonPool:
 
     async def _call(self, model: str, call: Callable[[Instance], Awaitable]):
         """Run ``call`` on an instance holding ``model``, moving to another one on failure."""
+        if reason := self._withheld(model):
+            raise ModelUnavailable(f"model {model} is withheld: {reason}")
         tried: set[str] = set()
         async for attempt in AsyncRetrying(retry=retry_if_exception_type(InstanceDown), reraise=True,
                                            wait=wait_exponential_jitter(multiplier=0.5, max=10),

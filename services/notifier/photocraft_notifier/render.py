@@ -9,7 +9,7 @@ Every message has ``seq`` (the job's event number, from 1), ``type``,
     progress         stage, percent (0-100, whole job), message
     stage_completed  stage
     completed        result_url (the image), results [{url, role, content_type, width, height,
-                     size_bytes}] (role "image" or "mask"), warnings; URLs presigned for
+                     size_bytes}] (role "image", "mask" or "report"), warnings; URLs presigned for
                      ``presigned_url_expiry_s`` but never past the job's deadline
     failed           code, message, stage
     cancelled        reason

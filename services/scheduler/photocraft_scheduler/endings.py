@@ -10,6 +10,12 @@ client that reads its quota after the event sees it back. Whether it goes back: 
 After the terminal event, each announcement publishes the job's UsageReport (usage.py) to
 ``photocraft.usage.reports``, off the path the client waits on; the ledger records a job once however
 often it is reported (ledger.py), and the first report stands.
+
+A completed job whose recipe has an analysis (restore) also gets its JobReport (report.py) as a result, role
+``report``: written to S3 next to its stage outputs before the job is marked completed, due for purge at the
+job's deadline like them. A repeated completion writes the same report again. A report that cannot be built
+(an analysis it cannot read) leaves the job without one and says so in a warning; one that cannot be stored
+fails the handling, which is retried.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ from photocraft_common.batches import BatchStore
 from photocraft_common.events import EventPublisher
 from photocraft_common.jobs import JobRecord, JobStatus, JobStore, job_key
 from photocraft_common.kafka import publish
+from photocraft_common.keyring import Keyring
 from photocraft_common.quotas import Quotas
+from photocraft_common.report import CONTENT_TYPE, ROLE
+from photocraft_common.storage import ObjectStore, stage_key
 from photocraft_common.topics import USAGE_REPORTS
 
 from .metrics import ended
 from .outcomes import edit_returned
 from .plan import Fail, Plan, announcement
+from .report import analyzers, job_report
 from .stages import StageStore
 from .usage import usage_report
 
@@ -35,14 +45,18 @@ log = logging.getLogger("photocraft.scheduler")
 
 class Endings:
     def __init__(self, jobs: JobStore, stages: StageStore, batches: BatchStore, events: EventPublisher,
-                 quotas: Quotas, usage_reports: bool = True) -> None:
+                 quotas: Quotas, usage_reports: bool = True, store: ObjectStore | None = None,
+                 keyring: Keyring | None = None) -> None:
         self._jobs, self._stages, self._batches, self._events, self._quotas = jobs, stages, batches, events, quotas
         self._broker, self._usage_reports = events.broker, usage_reports
+        self._store, self._keyring = store, keyring  # without them no report is written
 
     async def complete(self, record: JobRecord, plan: Plan) -> None:
-        done = plan.completion(await self._stages.outputs(record.job_id))
-        if await self._jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results,
-                                       warnings=done.warnings):
+        outputs = await self._stages.outputs(record.job_id)
+        done = plan.completion(outputs)
+        report, warnings = await self._report(record, plan, outputs, done.warnings)
+        if await self._jobs.set_status(record.job_id, JobStatus.COMPLETED, results=done.results + report,
+                                       warnings=warnings):
             ended(record, "completed")
         await self.announce(await self._jobs.get(record.job_id))
 
@@ -75,6 +89,22 @@ class Endings:
                 await self._events.emit(batch.batch_id, batch.tenant_id, once=f"progress:{batch.done + batch.failed}",
                                         batch_progress=pb.BatchProgress(done=batch.done, failed=batch.failed,
                                                                         total=batch.total))
+
+    async def _report(self, record: JobRecord, plan: Plan, outputs: dict,
+                      warnings: list[str]) -> tuple[list[pb.ObjectRef], list[str]]:
+        """The job's report stored in S3, as its result (a list of one; [] for a recipe without an analysis),
+        and the job's ``warnings`` (with one more when the report could not be built)."""
+        if self._store is None or self._keyring is None or not analyzers(plan):
+            return [], warnings
+        try:
+            report = job_report(record, plan, await self._stages.states(record.job_id), outputs, warnings)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # an analysis it cannot read
+            log.exception("job %s: its report could not be built", record.job_id)
+            return [], [*warnings, f"report: not made, the analysis could not be read ({exc!r})"]
+        key = stage_key(self._keyring, record.tenant_id, record.job_id, ROLE, "json")
+        ref = await self._store.put(key, report.to_json(), CONTENT_TYPE, expires_at=record.expires_at or None)
+        ref.role = ROLE
+        return [ref], warnings
 
     async def _return_edit(self, record: JobRecord, reason: str) -> None:
         if not record.charge or record.edit_returned:

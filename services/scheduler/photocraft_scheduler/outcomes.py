@@ -30,6 +30,8 @@ from .stages import State
 
 # Models that return the photo unchanged when every one of these parameters is 0.
 UNCHANGED_AT_ZERO = {"tone": ("contrast", "saturation", "sharpen"), "retouch": ("skin", "teeth", "eyes")}
+# ... and these too, when sent: the balance strengths of "tone" (restore's balance stage), 0 unless sent.
+ZERO_UNLESS_SENT = {"tone": ("neutralise", "dyes", "cast", "levels")}
 
 
 def unchanged(plan: Plan, stage: Stage, outputs: Mapping[str, TaskOutput]) -> bool:
@@ -40,7 +42,8 @@ def unchanged(plan: Plan, stage: Stage, outputs: Mapping[str, TaskOutput]) -> bo
         return True
     sent = {**stage.params, **decision(stage, outputs)[1]}
     if all(m in UNCHANGED_AT_ZERO for m in stage.models) and all(
-            sent.get(name) == 0 for m in stage.models for name in UNCHANGED_AT_ZERO[m]):
+            sent.get(name) == 0 for m in stage.models for name in UNCHANGED_AT_ZERO[m]) and all(
+            sent.get(name, 0) == 0 for m in stage.models for name in ZERO_UNLESS_SENT.get(m, ())):
         return True
     return json.loads(output.info_json or "{}").get("faces") == 0
 

@@ -5,7 +5,7 @@ Its *final* stages are those no other stage needs; their outputs are the job's r
 whose dependencies are done or skipped is *ready*, and ``Plan.decide`` says what becomes of it:
 
 - ``Skip``: its analysis said no, or it is optional and none of its models is installed (then
-  with a warning); its input passes on as its output.
+  with a warning saying what the job lacks: notices.py); its input passes on as its output.
 - ``Fail``: it is required and none of its models is installed.
 - ``Dispatch``: it runs on its first installed model with its recipe's parameters plus those its
   analysis adds (and the output quality, for a final stage), on its dependencies' images (or the
@@ -33,6 +33,7 @@ from photocraft_common.operations import MEGAPIXEL, JobParams, Stage, get_operat
 from photocraft_common.reuse import cache_key, output_id
 from photocraft_common.tiers import LANE_COST, Lane, lane_of
 
+from .notices import fallback_warning, missing_warning, warned
 from .stages import State
 
 
@@ -50,10 +51,11 @@ def passed_on(output: TaskOutput, inputs: list[ObjectRef]) -> TaskOutput:
     return result
 
 
-def reused(cached: TaskOutput, inputs: list[ObjectRef], warning: str) -> TaskOutput:
-    """An earlier identical stage's ``cached`` output, finishing a stage of this job: nothing computed for it."""
+def reused(cached: TaskOutput, inputs: list[ObjectRef], warning: str, model: str = "") -> TaskOutput:
+    """An earlier identical stage's ``cached`` output (of ``model``), finishing a stage of this job: nothing
+    computed for it."""
     output = warned(passed_on(cached, inputs), warning)
-    output.compute_s, output.reused = 0.0, True
+    output.compute_s, output.reused, output.model = 0.0, True, model or cached.model
     return output
 
 
@@ -87,20 +89,6 @@ def decision(stage: Stage, outputs: Mapping[str, TaskOutput]) -> tuple[bool, dic
     plan = json.loads(outputs[stage.decided_by].info_json or "{}").get("stages", {})
     verdict = plan.get(stage.name, {"run": True})
     return bool(verdict.get("run")), verdict.get("params", {})
-
-
-def fallback_warning(stage: Stage, model: str) -> str:
-    """The warning of ``stage`` run on ``model`` when that is not its preferred (first) model, which
-    is then not installed, e.g. "model gfpgan is not installed; ran retouch instead"; else ""."""
-    preferred = stage.models[0]
-    return "" if model in ("", preferred) else f"model {preferred} is not installed; ran {model} instead"
-
-
-def warned(output: TaskOutput, warning: str) -> TaskOutput:
-    """``output`` with ``warning`` added to its warnings (none added when it is "" or there already)."""
-    if warning and warning not in output.warnings:
-        output.warnings.append(warning)
-    return output
 
 
 def installed_model(stage: Stage, available: set[str]) -> str | None:
@@ -204,10 +192,12 @@ class Plan:
 
     def output_of(self, stage_name: str, output: TaskOutput, outputs: Mapping[str, TaskOutput],
                   model: str = "") -> TaskOutput:
-        """What a finished stage records: its ``output`` (run on ``model``), passing its inputs on if it
-        made no image, with ``fallback_warning``'s warning."""
+        """What a finished stage records: its ``output`` (run on ``model``, which it names), passing its inputs
+        on if it made no image, with ``fallback_warning``'s warning."""
         stage = self.stage(stage_name)
-        return warned(passed_on(output, self.inputs(stage, outputs)), fallback_warning(stage, model))
+        recorded = warned(passed_on(output, self.inputs(stage, outputs)), fallback_warning(stage, model))
+        recorded.model = recorded.model or model  # a worker's reused result names none
+        return recorded
 
     def progress(self, stage: Stage, states: Mapping[str, str]) -> tuple[float, float]:
         """The slice of the job's progress (percent) that ``stage`` covers, after the finished stages."""
@@ -231,7 +221,7 @@ class Plan:
         run, _ = decision(stage, outputs)
         model = installed_model(stage, available)
         if not run or (model is None and stage.optional):
-            reason = "" if not run else f"skipped: model {stage.models[0]} is not installed"
+            reason = "" if not run else missing_warning(stage)
             return Skip(stage.name, reason, self.inputs(stage, outputs))
         if model is None:
             return Fail("model-unavailable", f"model {stage.models[0]} is not installed", stage.name)

@@ -43,9 +43,7 @@ log = logging.getLogger("photocraft.scheduler")
 
 class Scheduler:
     def __init__(self, broker: KafkaBroker, redis: Redis, store: ObjectStore, settings: SchedulerSettings) -> None:
-        self._broker = broker
-        self._store = store
-        self._settings = settings
+        self._broker, self._store, self._settings = broker, store, settings
         self._keyring = settings.required_keyring()  # reuse keys sit under the tenant's opaque prefix
         self.jobs = JobStore(redis, settings.job_ttl_s)
         self.stages = StageStore(redis, settings.job_ttl_s)
@@ -54,7 +52,8 @@ class Scheduler:
         self.models = ModelDirectory(redis)
         self.queue = FairShare(redis, settings.tiers)
         self.retries = RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_max_s)
-        self.endings = Endings(self.jobs, self.stages, self.batches, self.events, Quotas(redis), settings.usage_reports)
+        self.endings = Endings(self.jobs, self.stages, self.batches, self.events, Quotas(redis), settings.usage_reports,
+                               store, self._keyring)  # the store and keyring write a job's report
 
     # ---- messages ----------------------------------------------------------------------------
     async def on_submitted(self, job: pb.JobSubmitted) -> None:
@@ -237,7 +236,8 @@ class Scheduler:
                 record.expires_at or None):  # kept until this job's deadline
             return False
         log.info("job %s: %s reused from %s", record.job_id, dispatch.stage, key)
-        await self._finish_stage(record, dispatch.stage, reused(cached, dispatch.inputs, dispatch.warning))
+        output = reused(cached, dispatch.inputs, dispatch.warning, dispatch.model)
+        await self._finish_stage(record, dispatch.stage, output)
         return True
 
     async def _finish_stage(self, record: JobRecord, stage: str, output: pb.TaskOutput,

@@ -31,8 +31,8 @@ def outcome(record: JobRecord, edit_returned: str) -> str:
 
 
 def megapixels(refs: list[pb.ObjectRef]) -> float:
-    """10^6 pixels of the images among ``refs`` (masks and analyses left out)."""
-    return sum(r.width * r.height for r in refs if r.role not in ("mask", "analysis")) / MEGAPIXEL
+    """10^6 pixels of the images among ``refs`` (masks, analyses and reports left out)."""
+    return sum(r.width * r.height for r in refs if r.role not in ("mask", "analysis", "report")) / MEGAPIXEL
 
 
 def usage_report(record: JobRecord, states: Mapping[str, str], outputs: Mapping[str, pb.TaskOutput],

@@ -27,7 +27,7 @@ const PARAMS = {
   retouch: () => ({ skin: Number(fields.skin.value), teeth: Number(fields.teeth.value),
                     eyes: Number(fields.eyes.value) }),
   restore: () => ({ upscale: Number(fields.upscale.value), faces: fields.faces.checked,
-                    colorize: fields.colorize.checked }),
+                    colorize: fields.colorize.checked, toning: fields.toning.value }),
   colorize: () => ({}),
   "text-to-image": () => ({ prompt: fields.prompt.value, steps: Number(fields.steps.value),
                             width: Number(fields.width.value), height: Number(fields.height.value) }),
@@ -175,6 +175,52 @@ function completed(el, result_url, results, warnings) {
   if (warnings && warnings.length) links.append(` Warnings: ${warnings.join("; ")}`);
   links.hidden = false;
   finish(el, "completed");
+  const report = results.find((r) => r.role === "report");
+  if (report) showReport(el, report.url);
+}
+
+// ---- a job's report (restore: docs/api.md, "The report") -----------------------------------
+
+/** A value of a stage's info, short: numbers to two decimals, lists and objects inline. */
+function brief(value) {
+  if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(2);
+  if (Array.isArray(value)) return value.map(brief).join(", ");
+  if (value && typeof value === "object") return Object.entries(value).map(([k, v]) => `${k} ${brief(v)}`).join(", ");
+  return String(value);
+}
+
+function item(tag, text, className = "") {
+  return Object.assign(document.createElement(tag), { textContent: text, className });
+}
+
+/** One stage of the report as a list item: what it did (on which model) and why, with its info. */
+function stageItem(s) {
+  const what = { ran: `ran on ${s.model}`, reused: `reused (${s.model || "earlier result"})`,
+                 skipped: "skipped", "not-run": "not run" }[s.status] || s.status;
+  const info = Object.entries(s.info || {}).filter(([k]) => k !== "stages").map(([k, v]) => `${k}: ${brief(v)}`);
+  const li = item("li", "", `stage-${s.status}`);
+  li.append(item("strong", s.stage), ` ${what}: ${s.reason}`);
+  if (info.length) li.append(item("small", ` (${info.join("; ")})`));
+  return li;
+}
+
+/** Fetch the report (a presigned S3 URL) and show it beside the before/after view. */
+async function showReport(el, url) {
+  const box = $(".report", el);
+  try {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+    const report = await response.json();
+    $(".findings", box).replaceChildren(...report.findings.map((f) => item("li", f)));
+    $(".stages", box).replaceChildren(...report.stages.map(stageItem));
+    $(".missing ul", box).replaceChildren(...report.not_installed.map((m) => item("li", `${m.stage}: ${m.effect}`)));
+    $(".missing", box).hidden = !report.not_installed.length;
+    $(".analysis", box).textContent = JSON.stringify(report.analysis, null, 2);
+  } catch (err) {
+    box.replaceChildren(item("p", `Report unavailable: ${err.message}`, "error"));
+  }
+  box.hidden = false;
+  el.classList.add("with-report");
 }
 
 /** Show one event of the job (docs/events.md). */
