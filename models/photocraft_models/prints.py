@@ -22,9 +22,10 @@ restore's ``balance`` stage (the ``tone`` model, photocraft_models.tone).
   contrast low. Faded when the photo is not monochrome and the darkest 2 % of pixels have a chroma
   of 5 or more at a hue from -60 to 45 degrees (red to magenta; brown shadows, as in
   immunohistochemistry or chelsea, lie at 50-59 even when scanned with grain and JPEG) and its
-  black point (1st percentile of L, on a copy smoothed by a 2 px Gaussian so that grain does not lift it) is 8 or more (deep blacks mean the dyes are intact). Measured
-  on ``degrade.faded`` prints, scanned: every one from amount 0.6; at 0.5 all but astronaut, whose
-  clipped black sky stays deep.
+  black point (1st percentile of L, on a copy smoothed by a 2 px Gaussian so that grain does not
+  lift it) is 8 or more (deep blacks mean the dyes are intact; grain of sigma 25 lifted a dark
+  coffee crop's to 6). Measured on ``degrade.faded`` prints, scanned: every one from amount 0.6;
+  at 0.5 all but astronaut, whose clipped black sky stays deep.
 - Cast: the mean (a, b) of the darkest and lightest 2 % of pixels, which the white-patch and
   black-point assumptions take to be neutral (Land, "The Retinex Theory of Color Vision",
   Scientific American 1977).
