@@ -5,7 +5,7 @@ missing) and the scheduler (to address reusable results) read it.
 
     photocraft:models:available  hash  model -> Unix time until which it is known to be there
     photocraft:models:weights    hash  model -> digest of its weights (config parameter
-                                                "photocraft.weights"), recorded when a worker loads it
+                                                "photocraft.weights") of every model loaded now
     photocraft:models:licences   hash  model -> {"until": Unix time, "licence": licences.ModelLicence}: every
                                                 model of Triton's repository, served or withheld for its licence
 
@@ -59,12 +59,14 @@ class ModelDirectory:
     async def record_weights(self, model: str, digest: str) -> None:
         await self._redis.hset(WEIGHTS, model, digest)
 
-    async def forget_weights_except(self, present: set[str]) -> None:
-        """Drop the digests of models no longer in the repository: if one comes back,
-        its weights may differ, and results are reused only once a worker has loaded it."""
-        stale = [m for m in await self._redis.hkeys(WEIGHTS) if m.decode() not in present]
+    async def keep_weights(self, digests: dict[str, str]) -> None:
+        """Make ``digests`` (model -> digest of the models loaded now) the recorded ones: a model missing from
+        them has its digest dropped, so its results are reused only once a worker has loaded it again."""
+        stale = [m for m in await self._redis.hkeys(WEIGHTS) if m.decode() not in digests]
         if stale:
             await self._redis.hdel(WEIGHTS, *stale)
+        if digests:
+            await self._redis.hset(WEIGHTS, mapping=digests)
 
     async def weights(self, model: str) -> str | None:
         digest = await self._redis.hget(WEIGHTS, model)

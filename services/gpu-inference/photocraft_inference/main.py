@@ -11,9 +11,9 @@ In the background the worker reports which models Triton's repository holds
 whose licence forbids commercial use is withheld, neither advertised nor called,
 unless ``PHOTOCRAFT_ACCEPT_MODEL_LICENCES`` names its licence
 (photocraft_common.licences). It also reports its task slots per model
-(the scheduler releases no more tasks than the workers can take) and, whenever
-it loads a model, the digest of its weights (the scheduler addresses reusable
-results with it). A message that cannot be handled goes to the dead-letter
+(the scheduler releases no more tasks than the workers can take) and the digests
+of the models Triton has loaded, recorded too whenever it loads one (the scheduler
+addresses reusable results with them; digests.py). A message that cannot be handled goes to the dead-letter
 topic. With ``PHOTOCRAFT_METRICS_PORT`` set, ``/metrics`` (Prometheus), ``/healthz`` and
 ``/readyz`` (Kafka, Redis, S3 and at least one Triton instance ready) answer on it. See docs/gpu-inference.md.
 """
@@ -49,6 +49,7 @@ from photocraft_common.redis_client import make_redis
 from photocraft_common.storage import ObjectStore
 from photocraft_common.topics import inference_group, model_topic
 
+from .digests import digest_of, loaded_digests
 from .residency import footprints
 from .settings import InferenceSettings
 from .triton import TritonPool
@@ -74,7 +75,7 @@ def reporter(pool: TritonPool, directory: ModelDirectory, redis: Redis, settings
                 log.warning("model %s is in Triton's repository but not served: %s", entry.model, entry.withheld)
         await directory.publish_available([e.model for e in entries if not e.withheld], ttl_s=ttl_s)
         await directory.publish_licences(entries, ttl_s=ttl_s)
-        await directory.forget_weights_except(set(present))
+        await directory.keep_weights(await loaded_digests(pool.instances))
         await report_capacity(redis, settings.worker_id, settings.models, settings.batch_size, ttl_s)
     return report
 
@@ -98,8 +99,7 @@ def create_app(settings: InferenceSettings) -> FastStream:
     directory = ModelDirectory(redis)
 
     async def on_load(model: str, config: dict) -> None:
-        digest = config.get("parameters", {}).get("photocraft.weights", {}).get("string_value")
-        if digest:
+        if digest := digest_of(config):
             await directory.record_weights(model, digest)
 
     registry = tomllib.loads(settings.model_registry.read_text())["models"]
