@@ -79,10 +79,10 @@ def test_the_setting_is_off_by_default_and_a_comma_separated_list(monkeypatch):
 
 
 class Repository:
-    """TritonPool.repository() on a fixed list."""
+    """TritonPool.repository() on a fixed list; no instance has loaded anything (``instances``)."""
 
     def __init__(self, models: list[str]) -> None:
-        self.models = models
+        self.models, self.instances = models, []
 
     async def repository(self) -> list[str]:
         return self.models
