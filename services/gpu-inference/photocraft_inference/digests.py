@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 from tritonclient.utils import InferenceServerException
 
+from .triton import ready_models
+
 DIGEST = "photocraft.weights"  # the config parameter models/weights.py appends
 
 
@@ -32,13 +34,10 @@ async def loaded_digests(instances: Iterable) -> dict[str, str]:
         if not instance.healthy:
             continue
         try:
-            index = await instance.client.get_model_repository_index(as_json=True)
+            loaded = await ready_models(instance.client)
         except InferenceServerException:
             continue
-        for entry in index.get("models", []):
-            name = entry["name"]
-            if entry.get("state") != "READY" or name in digests:
-                continue
+        for name in sorted(loaded - digests.keys()):
             try:
                 config = (await instance.client.get_model_config(name, as_json=True))["config"]
             except InferenceServerException:
