@@ -7,9 +7,11 @@ px wide, 40 dust specks, 2 tears, JPEG quality 50); its defect masks are the gro
 photo is the reference: for the sepia prints its BT.601 luma (removing the tone is the goal), compared
 on the luma. Scores:
 
-- detection: ``defects.find_defects`` run here (the platform's analysis runs the same function) and the
-  baseline's masks; a detected pixel is correct within 2 px of a true defect pixel of any kind, a true
-  pixel found within 2 px of a detected one; pixels pooled over the prints;
+- detection: ours as the platform's analysis and descratch run it (what the defect network,
+  ``defect_net.DefectNet`` with models/trained/defects.onnx, or the classical ``defects.find_defects``
+  finds), each of the two alone, and the baseline's masks, run here; a detected pixel is correct within
+  2 px of a true defect pixel of any kind, a true pixel found within 2 px of a detected one; pixels
+  pooled over the prints;
 - PSNR and SSIM on the whole photo and inside the defect masks, and the RMS error inside each kind's
   mask reduced against the damaged print (pooled); ours: restore jobs through the running platform;
 - the baseline: a top-hat / black-hat threshold mask (discs of 7 or 11 px, thresholds 60, 100, 140 or
@@ -36,6 +38,7 @@ import matplotlib
 import numpy as np
 import quality_platform as platform_jobs
 from photocraft_models import degrade
+from photocraft_models.defect_net import DefectNet
 from photocraft_models.defects import find_defects
 from photocraft_models.prints import analyse_print
 from PIL import Image
@@ -43,6 +46,8 @@ from skimage import data
 from skimage.metrics import structural_similarity
 
 ROOT = Path(__file__).resolve().parents[1]
+# detectors: the platform's (what the network or the classical detectors find), and each alone
+OURS, NET, CLASSICAL = "ours (network or classical)", "ours, network alone", "ours, classical alone (find_defects)"
 HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "astronaut": data.astronaut, "coffee": data.coffee, "rocket": data.rocket,
@@ -195,10 +200,13 @@ class Restoration:
 
     def detect(self) -> None:
         """Pooled detection counts: method -> kind -> [correct detections, detections, found truths, truths]."""
+        net = DefectNet(ROOT / "models" / "trained" / "defects.onnx")
         for p in self.prints:
-            found = find_defects(p.damaged)
             union = np.logical_or.reduce(list(p.masks.values()))
-            methods = {"ours (find_defects)": {k: getattr(found, k) for k in KINDS} | {"all": found.mask}}
+            methods = {}
+            network, classical = net.find(p.damaged), find_defects(p.damaged)
+            for method, found in ((OURS, network | classical), (NET, network), (CLASSICAL, classical)):
+                methods[method] = {k: getattr(found, k) for k in KINDS} | {"all": found.mask}
             for name, spec in MASKS.items():
                 mask = hat_mask(p.damaged, *spec)
                 methods[f"baseline, {name}"] = {k: mask for k in (*KINDS, "all")}

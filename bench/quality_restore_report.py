@@ -10,7 +10,7 @@ import matplotlib
 import numpy as np
 import quality_restore
 from PIL import Image
-from quality_restore import KINDS, PRINTS, Restoration, luma
+from quality_restore import KINDS, OURS, PRINTS, Restoration, luma
 from skimage import data
 
 matplotlib.use("Agg")
@@ -92,7 +92,7 @@ def detection(r: Restoration, out_dir: Path) -> list[str]:
                    key=lambda m: f1(*rates(r.detection[m]["all"])))
     figure, axes = plt.subplots(figsize=(7, 3.2))
     x = np.arange(len(KINDS) + 1)
-    for i, (method, label) in enumerate((("ours (find_defects)", "ours"), (baseline, "baseline"))):
+    for i, (method, label) in enumerate(((OURS, "ours"), (baseline, "baseline"))):
         values = [rates(r.detection[method][k]) for k in (*KINDS, "all")]
         axes.bar(x + (2 * i - 1.5) * 0.2, [v[0] if method.startswith("ours") or k == "all" else np.nan
                                            for v, k in zip(values, (*KINDS, "all"), strict=True)], 0.2,
@@ -198,7 +198,7 @@ def section(r: Restoration, cases: list, colour: list, out_dir: Path) -> list[st
     """The report's restoration section, Targets table first; writes its pictures into ``out_dir``."""
     showcase_lines, showcase_target = showcase(r, out_dir)
     tone_lines, tone_target = tone(r, cases, colour)
-    detected = {k: rates(r.detection["ours (find_defects)"][k]) for k in ("scratches", "dust")}
+    detected = {k: rates(r.detection[OURS][k]) for k in ("scratches", "dust")}
     cuts = {k: reduction(r, "", "ours (restore)", k) for k in ("scratches", "dust")}
     gains = {kind: np.mean([p.scores["ours (restore)"][0] - r.variants[kind][r.best[kind]]
                             for p in r.prints if p.kind == kind]) for kind in PRINTS}

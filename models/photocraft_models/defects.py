@@ -65,6 +65,12 @@ class Defects:
         """Every defect pixel, ``(H, W) bool``."""
         return self.scratches | self.dust | self.tears
 
+    def __or__(self, other: Defects) -> Defects:
+        """What either found; a pixel keeps the first kind of scratches, tears, dust that holds it."""
+        tears = self.tears | other.tears
+        scratches = (self.scratches | other.scratches) & ~tears
+        return Defects(scratches, (self.dust | other.dust) & ~tears & ~scratches, tears)
+
     def summary(self) -> dict[str, dict[str, int]]:
         """``{"scratches" | "dust" | "tears": {"count": connected parts (8-connected), "pixels": int}}``."""
         result = {}
@@ -82,17 +88,30 @@ def _check(image: np.ndarray) -> None:
 
 
 def find_defects(image: np.ndarray) -> Defects:
-    """The defects of ``(H, W, 3) uint8`` RGB. Photos over 2048 px on their long side are
-    searched on a copy that size (area-averaged) and the masks scaled back up.
-    Raises ValueError for anything else than such an image."""
+    """The defects of ``(H, W, 3) uint8`` RGB, by the classical detectors below (the platform
+    uses ``defect_net.DefectNet``, which measures better: docs/models.md). Photos over 2048 px on
+    their long side are searched on a copy that size. Raises ValueError for anything else than
+    such an image."""
+    return searched(image, _find)
+
+
+def searched(image: np.ndarray, detect) -> Defects:
+    """``detect(image) -> Defects`` on ``(H, W, 3) uint8`` RGB, or, for photos over 2048 px on their
+    long side, on a copy that size (area-averaged) with the masks scaled back up. Raises ValueError
+    for anything else than such an image."""
     _check(image)
     scale = DETECT_SIDE / max(image.shape[:2])
     if scale >= 1:
-        return _find(image)
-    small = _find(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+        return detect(image)
+    small = detect(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
     size = image.shape[1::-1]
     return Defects(*(cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_LINEAR) > 0
                      for m in (small.scratches, small.dust, small.tears)))
+
+
+def find_tears(image: np.ndarray) -> np.ndarray:
+    """Tears of ``(H, W, 3) uint8`` RGB (see ``_tears``), ``(H, W) bool``."""
+    return _tears(image, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
 
 
 def _find(image: np.ndarray) -> Defects:

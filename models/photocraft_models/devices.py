@@ -147,6 +147,21 @@ def onnx_providers(placement: Placement = AUTO, available: list[str] | None = No
     return [(p, {"device_id": str(index)}) for p in gpu_providers] + ["CPUExecutionProvider"]
 
 
+def onnx_options():
+    """onnxruntime SessionOptions for a model served beside others on a small node: intra-op threads
+    from PHOTOCRAFT_ORT_THREADS (0: onnxruntime's default), and idle pool threads that sleep rather than
+    spin, since two Triton instances and the workers share the cores and a spinning pool takes the core
+    another process is waiting for (bench/results/worker_path.md); PHOTOCRAFT_ORT_SPIN=1 restores
+    onnxruntime's default. Optimizer notes (folded initializers) are not logged."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("PHOTOCRAFT_ORT_THREADS", "0"))
+    options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("PHOTOCRAFT_ORT_SPIN", "0"))
+    options.log_severity_level = 3
+    return options
+
+
 def onnx_session_device(placement: Placement, session) -> str:
     """Label of the device a session really runs on; raises NoGpu if a required GPU was dropped.
 

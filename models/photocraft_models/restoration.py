@@ -3,8 +3,9 @@
 ``Analyze`` measures a photo and decides which stages of the ``restore`` chain
 (analyze -> descratch -> denoise -> dejpeg -> ... -> tone) run, with their
 parameters. ``Descratch`` finds scratches, dust and tears and inpaints them
-(``photocraft_models.defects``). Everything is classical (OpenCV, numpy) except face
-detection: MediaPipe face detection, short-range model (BlazeFace,
+(``photocraft_models.defects`` and ``photocraft_models.defect_net``). Everything is
+classical (OpenCV, numpy) except the defect network (trained here: models/train_defects.py)
+and face detection: MediaPipe face detection, short-range model (BlazeFace,
 Bazarevsky et al., "BlazeFace: Sub-millisecond Neural Face Detection on Mobile
 GPUs", 2019; Apache-2.0).
 
@@ -21,7 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .defect_net import DefectNet
 from .defects import find_defects, repair
+from .devices import CPU
 from .prints import TONINGS, analyse_print, balance_params
 from .serving import InvalidInput, Output
 
@@ -30,7 +33,11 @@ NOISE_SIGMA_MIN = 5.0  # denoise above this noise level (0..255); clean photos m
 NOISE_SIGMA_FULL = 8.0  # OIDN at full strength from this level; below it, strength sigma/8
 BLOCKINESS_MIN = 0.3  # dejpeg above this; clean photos measure < 0.25, JPEG quality 15 > 0.8
 BLOCKINESS_NOISE = (0.5, 0.8)  # waifu2x noise level 1 below the first, 2 below the second, else 3
-SCRATCH_FRACTION_MIN = 0.007  # descratch above this scratch fraction; clean photos measure < 0.003
+# Descratch when either detector finds over 0.7 % of the photo: the classical one's scratches (clean photos
+# measure < 0.4 %) or the network's scratches and dust (clean photos < 0.7 %: camera's tripod 0.67 %). The
+# network finds more on grainy old prints; the classical one more on thin scratches over clean photos.
+SCRATCH_FRACTION_MIN = 0.007
+NET_FILE = "defects.onnx"  # the defect network's weights in Analyze's and Descratch's version folders
 # Tears alone do not start descratch: white objects touching the border (a plate, a blown-out sky) can
 # measure as tears; they are reported, and repaired with the scratches when those start it.
 
@@ -113,15 +120,17 @@ class Descratch:
     """Filter: repairs scratches, dust and tears. ``(H, W, 3) uint8`` RGB in and out; MASK
     ``(H, W) uint8`` 255 on the defects (the only pixels changed); INFO ``{"scratches" |
     "dust" | "tears": {"count": int, "pixels": int}, "pixels": int}`` (``Defects.summary``
-    and the total). Detection: ``defects.find_defects``; repair: ``defects.repair``.
-    PARAMS are not used.
+    and the total). Detection: what ``defect_net.DefectNet`` (``defects.onnx`` in the version
+    folder) or the classical ``defects.find_defects`` finds (the network finds more on grainy
+    old prints, the classical detectors more on thin scratches over clean photos: docs/models.md);
+    repair: ``defects.repair``. PARAMS are not used.
     """
 
     def __init__(self, version_dir: Path, parameters: dict[str, str]) -> None:
-        pass
+        self.net = DefectNet(version_dir / NET_FILE, CPU)  # CPU-only, like the inpainting (gpu = false)
 
     def __call__(self, image: np.ndarray, params: dict) -> Output:
-        defects = find_defects(image)
+        defects = self.net.find(image) | find_defects(image)
         mask = defects.mask
         return Output(repair(image, defects), mask.astype(np.uint8) * 255,
                       {**defects.summary(), "pixels": int(mask.sum())})
@@ -133,7 +142,9 @@ class Analyze:
 
     ``print``: ``prints.analyse_print`` (monochrome, toned, faded, cast, levels).
     ``noise_sigma`` (0..255 scale) and ``blockiness``: the functions of the same names.
-    ``defects``: ``Defects.summary`` of ``defects.find_defects``. ``faces``: MediaPipe face
+    ``defects``: ``Defects.summary`` of what ``defect_net.DefectNet`` (``defects.onnx`` in the
+    version folder) or the classical ``defects.find_defects`` found, which descratch repairs;
+    descratch runs when either marks over 0.7 % of the photo (``SCRATCH_FRACTION_MIN``). ``faces``: MediaPipe face
     detection (short-range model, confidence 0.5). ``stages``: for each of denoise,
     dejpeg, descratch, balance, faces and colorize, ``{"run": bool, "params": {...}}``:
     denoise with ``strength`` 0..1, dejpeg with waifu2x ``noise`` 1..3, balance with
@@ -146,6 +157,7 @@ class Analyze:
     def __init__(self, version_dir: Path, parameters: dict[str, str]) -> None:
         from mediapipe.python.solutions.face_detection import FaceDetection
 
+        self.net = DefectNet(version_dir / NET_FILE, CPU)  # CPU-only, like MediaPipe here (gpu = false)
         self._faces = FaceDetection(model_selection=0, min_detection_confidence=0.5)
 
     def __call__(self, image: np.ndarray, params: dict) -> dict:
@@ -156,8 +168,10 @@ class Analyze:
             raise InvalidInput(f"toning must be one of {', '.join(TONINGS)}, not {toning!r}")
         print_ = analyse_print(image, toning)
         balance = balance_params(print_)
-        defects = find_defects(image).summary()
-        scratches = defects["scratches"]["pixels"] / (image.shape[0] * image.shape[1])
+        network, classical = self.net.find(image), find_defects(image)
+        defects = (network | classical).summary()
+        size = image.shape[0] * image.shape[1]
+        marked = float(max((network.scratches | network.dust).sum(), classical.scratches.sum())) / size
         faces = len(self._faces.process(np.ascontiguousarray(image)).detections or [])
         return {
             "print": print_,
@@ -170,7 +184,7 @@ class Analyze:
                             "params": {"strength": round(min(1.0, sigma / NOISE_SIGMA_FULL), 2)}},
                 "dejpeg": {"run": blocks > BLOCKINESS_MIN,
                            "params": {"noise": 1 + sum(blocks >= b for b in BLOCKINESS_NOISE)}},
-                "descratch": {"run": scratches > SCRATCH_FRACTION_MIN, "params": {}},
+                "descratch": {"run": marked > SCRATCH_FRACTION_MIN, "params": {}},
                 "faces": {"run": faces > 0, "params": {}},
                 "balance": {"run": any(balance.values()), "params": balance},
                 "colorize": {"run": print_["monochrome"] and toning == "remove", "params": {}},

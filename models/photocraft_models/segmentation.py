@@ -12,12 +12,11 @@ people.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .devices import AUTO, Placement, onnx_providers, onnx_session_device
+from .devices import AUTO, Placement, onnx_options, onnx_providers, onnx_session_device
 from .serving import InvalidInput
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -45,15 +44,8 @@ class U2Net:
 
         precision = parameters.get("precision", "fp32")
         weights = version_dir / {"fp32": "model.onnx", "int8": "model.int8.onnx"}[precision]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("PHOTOCRAFT_ORT_THREADS", "0"))
-        # Idle pool threads sleep rather than spin: on a small CPU node two Triton instances and the workers
-        # share the cores, and a spinning pool takes the core another process is waiting for
-        # (bench/results/worker_path.md). PHOTOCRAFT_ORT_SPIN=1 restores onnxruntime's default.
-        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("PHOTOCRAFT_ORT_SPIN", "0"))
-        options.log_severity_level = 3  # optimizer notes about folded initializers are not news
         model = batchable(onnx.load(weights)).SerializeToString()
-        self.session = onnxruntime.InferenceSession(model, options, providers=onnx_providers(placement))
+        self.session = onnxruntime.InferenceSession(model, onnx_options(), providers=onnx_providers(placement))
         self.device = onnx_session_device(placement, self.session)
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

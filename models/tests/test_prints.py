@@ -57,8 +57,8 @@ def tone() -> Tone:
 
 
 @pytest.fixture(scope="module")
-def analyze() -> Analyze:
-    return Analyze(None, {})
+def analyze(trained) -> Analyze:
+    return Analyze(trained, {})
 
 
 # degrade

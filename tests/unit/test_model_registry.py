@@ -33,10 +33,14 @@ def test_registry_entry_is_complete(name):
     for key in ("kind", "description", "licence", "source", "operations", "inputs", "outputs", "memory_bytes"):
         assert entry.get(key) not in (None, "", []), f"{name}: {key} missing"
     scheme = entry["source"].split(":", 1)[0]
-    assert scheme in ("pip", "wheel", "url", "hf", "none")
+    assert scheme in ("pip", "wheel", "url", "hf", "repo", "none")
     assert bool(entry["files"]) == (scheme != "none")
     for file in entry["files"]:
+        assert file.get("source", "repo:").startswith("repo:"), f"{name}: a file's own source is repo: only"
         assert scheme == "hf" or re.fullmatch(r"[0-9a-f]{64}", file["sha256"]), f"{name}: unpinned weights"
+        if "repo" in (scheme, file.get("source", "").split(":", 1)[0]):
+            path = ROOT / "models" / file["path"]
+            assert path.is_file() and path.stat().st_size == file["size_bytes"], f"{name}: {path} not committed"
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
