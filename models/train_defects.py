@@ -8,9 +8,10 @@ counts. Its masks (the pixels each defect changed visibly) are the targets.
 
     .venv-triton/bin/python models/train_defects.py [--minutes 50] [--out models/trained/defects.onnx]
 
-Deterministic for a given ``--seed`` and step count on one machine (torch CPU kernels, one process);
-the number of steps a time budget allows varies, so the committed weights record their steps in
-docs/models.md and ``--steps`` repeats them exactly.
+With ``--steps`` the run is deterministic for a given ``--seed`` on one machine (the learning rate
+follows the step count). With ``--minutes`` it follows the clock, so the steps taken and the weights
+vary with the machine's load; the committed weights were made that way (docs/models.md gives their
+steps), and ``--steps`` with that count repeats their recipe, not their exact values.
 """
 
 from __future__ import annotations
