@@ -49,8 +49,7 @@ def aged(photo: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     """One randomly aged print of ``photo`` at a random scale (300-900 px on the long side), turned
     and mirrored, with a random look, grain (0-25), colour noise (0-30, three times in ten), JPEG
     quality (10-95) and defect counts (per 512 x 512 px: 1-16 scratches, 0-59 specks; 0-2 tears):
-    ``(image, targets)`` with targets
-    ``(3, H, W) float32`` masks of scratches, dust and tears."""
+    ``(image, targets)`` with targets ``(3, H, W) float32`` masks of scratches, dust and tears."""
     scale = rng.uniform(300, 900) / max(photo.shape[:2])
     scaled = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     if min(scaled.shape[:2]) < PATCH:
@@ -136,7 +135,6 @@ def main() -> None:
     parser.add_argument("--snapshot", type=Path, help="also export here every 10 minutes, to watch progress")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(args.seed)
     model = UNet()
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)

@@ -1,9 +1,9 @@
 """Defects found by a small trained network: scratches, dust and tears as masks.
 
 The network (models/train_defects.py: a U-Net, Ronneberger, Fischer and Brox, MICCAI 2015,
-with 16-64 channels and 0.23 M weights) was trained here on photos from scikit-image
-and Matplotlib aged by ``photocraft_models.degrade.old_print``, none of them a photo the
-quality benchmark scores; it runs with ONNX Runtime. Its data, recipe, licence (Apache-2.0,
+with 16-64 channels and 0.23 M weights) was trained here on scikit-image's sample photos
+aged by ``photocraft_models.degrade.old_print``, none of them a photo the quality
+benchmark scores; it runs with ONNX Runtime. Its data, recipe, licence (Apache-2.0,
 ours) and measured results are in models/registry.toml and docs/models.md.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .defects import Defects, find_tears, searched
+from .defects import Defects, check_image, find_tears, searched
 from .devices import AUTO, Placement, onnx_options, onnx_providers, onnx_session_device
 
 KINDS = ("scratches", "dust", "tears")  # the network's output channels, in order
@@ -33,8 +33,6 @@ class DefectNet:
     such an image.
     """
 
-    runtime = "onnxruntime"
-
     def __init__(self, path: Path, placement: Placement = AUTO) -> None:
         import onnxruntime
 
@@ -42,9 +40,7 @@ class DefectNet:
         self.device = onnx_session_device(placement, self.session)
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', type(image))} "
-                             f"{getattr(image, 'dtype', '')}")
+        check_image(image)
         height, width = image.shape[:2]
         pad = ((0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0))
         padded = np.pad(image, pad, mode="reflect") if pad[0][1] or pad[1][1] else image

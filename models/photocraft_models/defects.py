@@ -81,7 +81,8 @@ class Defects:
         return result
 
 
-def _check(image: np.ndarray) -> None:
+def check_image(image: np.ndarray) -> None:
+    """Raises ValueError unless ``image`` is ``(H, W, 3) uint8`` RGB."""
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', type(image))} "
                          f"{getattr(image, 'dtype', '')}")
@@ -89,7 +90,7 @@ def _check(image: np.ndarray) -> None:
 
 def find_defects(image: np.ndarray) -> Defects:
     """The defects of ``(H, W, 3) uint8`` RGB, by the classical detectors below (the platform
-    uses ``defect_net.DefectNet``, which measures better: docs/models.md). Photos over 2048 px on
+    repairs what they or ``defect_net.DefectNet`` find: docs/models.md). Photos over 2048 px on
     their long side are searched on a copy that size. Raises ValueError for anything else than
     such an image."""
     return searched(image, _find)
@@ -99,7 +100,7 @@ def searched(image: np.ndarray, detect) -> Defects:
     """``detect(image) -> Defects`` on ``(H, W, 3) uint8`` RGB, or, for photos over 2048 px on their
     long side, on a copy that size (area-averaged) with the masks scaled back up. Raises ValueError
     for anything else than such an image."""
-    _check(image)
+    check_image(image)
     scale = DETECT_SIDE / max(image.shape[:2])
     if scale >= 1:
         return detect(image)
@@ -308,7 +309,7 @@ def repair(image: np.ndarray, defects: Defects) -> np.ndarray:
     rim inpainted at full scale, so large holes get a smooth fill rather than streaks.
     Raises ValueError when the masks do not match the image.
     """
-    _check(image)
+    check_image(image)
     mask = defects.mask
     if mask.shape != image.shape[:2]:
         raise ValueError(f"defect masks {mask.shape} do not match the image {image.shape[:2]}")
