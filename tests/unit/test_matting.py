@@ -13,11 +13,13 @@ MASK = np.zeros((60, 80), np.float32)
 MASK[:, :40] = 1.0  # the left half is subject
 
 
-def test_transparent_background_keeps_colours_and_puts_the_mask_in_alpha():
+def test_transparent_background_keeps_visible_colours_and_puts_the_mask_in_alpha():
     rgba = cut_out(PHOTO, MASK, {"refine": False})
     assert rgba.shape == (240, 320, 4) and rgba.dtype == np.uint8
-    assert np.array_equal(rgba[..., :3], PHOTO)
     assert (rgba[:, :150, 3] == 255).all() and (rgba[:, 170:, 3] == 0).all()
+    visible = rgba[..., 3] > 0
+    assert np.array_equal(rgba[..., :3][visible], PHOTO[visible])
+    assert (rgba[..., :3][~visible] == 0).all()  # no colour kept where nothing shows
 
 
 def test_refinement_keeps_alpha_in_range_and_the_subject_opaque():

@@ -39,7 +39,7 @@ def full_size_alpha(mask: np.ndarray, height: int, width: int, refine: bool, gui
 
 def cut_out(rgb: np.ndarray, mask: np.ndarray, params: dict) -> np.ndarray:
     """``(H, W, 3) uint8`` photo + mask -> ``(H, W, 4) uint8`` RGBA for a transparent
-    background, else ``(H, W, 3) uint8`` RGB on a solid colour or the blurred photo.
+    background (the photo's colours where alpha > 0, black where it is 0), else ``(H, W, 3) uint8`` RGB on a solid colour or the blurred photo.
 
     params: ``refine`` (bool, default True); ``background``: ``{"type": "transparent"}``,
     ``{"type": "color", "color": "#rrggbb"}`` or ``{"type": "blur", "radius": pixels}``.
@@ -49,7 +49,10 @@ def cut_out(rgb: np.ndarray, mask: np.ndarray, params: dict) -> np.ndarray:
     background = params.get("background", {"type": "transparent"})
     if background["type"] == "transparent":  # scaled up as 8-bit levels: one pass over the photo, not four
         levels = (working_alpha(mask, height, width, refine, rgb) * 255.0 + 0.5).astype(np.uint8)
-        return np.dstack([rgb, cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)])
+        alpha = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
+        # Fully transparent pixels have no colour to show: stored as 0 (as rembg's are), their PNG is far smaller
+        # and quicker to write (1 MP, two thirds background: 1.3 MB in 65 ms before, 0.6 MB in 27 ms).
+        return np.dstack([cv2.bitwise_and(rgb, rgb, mask=alpha), alpha])
     alpha = full_size_alpha(mask, height, width, refine, rgb)
     if background["type"] == "color":
         hex_colour = background["color"].lstrip("#")
