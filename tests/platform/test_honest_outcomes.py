@@ -1,6 +1,7 @@
 """Honest outcomes on the real platform: a failed job, a job cancelled before any stage ran and a no-op
 job give their edit back to the daily quota, a completed one keeps it; a dead-lettered submission ends
-its job with a `failed` event; a face stage run on another model than GFPGAN says so.
+its job with a `failed` event; a face stage run on another model than GFPGAN says so; a stage that changes
+nothing is not sent to Triton.
 
 Each test is a tenant of the free tier of its own (50 edits a day), and reads its quota counter, named
 in its job's record (photocraft_common.jobs, quotas)."""
@@ -20,11 +21,12 @@ from photocraft_common.jobs import JobStatus, JobStore
 from photocraft_common.quotas import Quotas
 from photocraft_common.topics import JOBS_SUBMITTED
 
-from .helpers import GATEWAY, absent, events_until, fresh, png_bytes, submit, supervisorctl, tenant_key
+from .helpers import GATEWAY, absent, download, events_until, fresh, png_bytes, submit, supervisorctl, tenant_key
 
 SMALL = data.astronaut()[::8, ::8]  # 64 x 64: quick jobs
 FACE = np.ascontiguousarray(data.astronaut()[40:296, 128:384])  # the astronaut's face, 256 x 256
 NOTIFIER = "ws://127.0.0.1:8081"
+TRITON_HTTP = ("http://127.0.0.1:8000", "http://127.0.0.1:8100")  # the local stack's two instances
 
 
 @pytest.fixture
@@ -96,6 +98,33 @@ async def test_a_no_op_job_gets_its_edit_back(free, redis, settings):
     assert (await events_until(something))[-1]["type"] == "completed"
     assert (await charged(redis, settings, job["job_id"]))[0] == "no-op"
     assert await charged(redis, settings, something["job_id"]) == ("", 1)
+
+
+async def inferences(model: str) -> int:
+    """Requests ``model`` has run on every Triton instance (0 where it is not loaded)."""
+    total = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for base in TRITON_HTTP:
+            response = await http.get(f"{base}/v2/models/{model}/stats")
+            if response.status_code == 200:
+                total += sum(int(s["inference_stats"]["success"]["count"]) for s in response.json()["model_stats"])
+    return total
+
+
+async def test_a_stage_that_changes_nothing_is_not_sent_to_triton(free):
+    nothing = {"scale": 1, "denoise": 0, "contrast": 0, "saturation": 0, "sharpen": 0}  # only tone, at 0
+    photo = fresh(SMALL)
+    warm = (await submit(free, png_bytes(fresh(SMALL)), operation="enhance",
+                         params=json.dumps({**nothing, "contrast": 0.5}))).json()
+    assert (await events_until(warm))[-1]["type"] == "completed"  # tone is loaded and has run
+    before = await inferences("tone")
+    job = (await submit(free, png_bytes(photo), operation="enhance", params=json.dumps(nothing))).json()
+    events = await events_until(job)
+
+    assert events[-1]["type"] == "completed", events[-1]
+    assert "tone" in [e["stage"] for e in events if e["type"] == "stage_completed"]
+    assert np.array_equal(np.asarray(download(events[-1]["results"][0]).convert("RGB")), photo)
+    assert await inferences("tone") == before
 
 
 async def test_a_dead_lettered_submission_ends_its_job_failed(redis, settings):

@@ -39,7 +39,8 @@ def full_size_alpha(mask: np.ndarray, height: int, width: int, refine: bool, gui
 
 def cut_out(rgb: np.ndarray, mask: np.ndarray, params: dict) -> np.ndarray:
     """``(H, W, 3) uint8`` photo + mask -> ``(H, W, 4) uint8`` RGBA for a transparent
-    background (the photo's colours where alpha > 0, black where it is 0), else ``(H, W, 3) uint8`` RGB on a solid colour or the blurred photo.
+    background (the photo's colours where alpha > 0, black where it is 0), else ``(H, W, 3) uint8``
+    RGB on a solid colour or the blurred photo.
 
     params: ``refine`` (bool, default True); ``background``: ``{"type": "transparent"}``,
     ``{"type": "color", "color": "#rrggbb"}`` or ``{"type": "blur", "radius": pixels}``.

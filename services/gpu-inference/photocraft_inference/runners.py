@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from photocraft_common.images import Decoded
+from photocraft_common.no_ops import leaves_unchanged
 
 from .matting import cut_out
 from .tiling import parse, run_tiled
@@ -43,6 +44,17 @@ def _fixed_side(config: dict) -> tuple[int, int] | None:
     """(height, width) when the model takes images of one size only."""
     dims = [int(d) for d in config["input"][0]["dims"]]
     return (dims[0], dims[1]) if dims[0] > 0 and dims[1] > 0 else None
+
+
+def unchanging(model: str, config: dict, params: dict) -> bool:
+    """Whether a filter stage on ``model`` (its Triton ``config``) with ``params`` would return its input as it
+    is (photocraft_common.no_ops) and nothing else: a model that also outputs a MASK is still run for it."""
+    return leaves_unchanged(model, params) and all(out["name"] != "MASK" for out in config["output"])
+
+
+def unchanged(source: Decoded) -> Produced:
+    """What an ``unchanging`` filter stage produces: its input, transparency and all."""
+    return Produced(_with_alpha(source.rgb, source.alpha))
 
 
 async def run_filter(triton: TritonPool, model: str, config: dict, source: Decoded, params: dict,

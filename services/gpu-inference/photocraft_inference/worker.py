@@ -6,7 +6,9 @@ earlier job stored that result, it is reused (the input is fetched meanwhile,
 in case it is not). Otherwise the stage's objects are written first (the image
 and its mask, if the model makes one, at once), then its manifest, then the
 TaskResult is published; the task's events (started, progress) go out in order
-beside the work, all of them before the TaskResult. The consumer offset is
+beside the work, all of them before the TaskResult. A filter whose parameters leave the photo as it is
+(photocraft_common.no_ops: restore's closing tone stage at 0, which only writes the requested format) is
+not sent to Triton. The consumer offset is
 committed only after that (by the subscriber's ack policy). A worker that
 dies mid-task leaves its offset uncommitted, so the task is delivered again
 to whichever worker takes over the partition.
@@ -43,7 +45,7 @@ from photocraft_common.topics import TASK_RESULTS
 from .compute import computing
 from .metrics import step
 from .residency import ModelTooLarge
-from .runners import RUNNERS, Produced
+from .runners import RUNNERS, Produced, unchanged, unchanging
 from .triton import InvalidStageInput, ModelUnavailable, TritonPool
 
 log = logging.getLogger("photocraft.inference.worker")
@@ -128,8 +130,11 @@ class Worker:
                 source = await asyncio.to_thread(decode, data)
             await progress(0.1, "input decoded")
         kind = parameters["photocraft.kind"]["string_value"]
-        with step(task.model, "model"), computing() as spent:  # spent: billed as the model's compute
-            produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
+        if kind == "filter" and source is not None and unchanging(task.model, config, params):
+            produced, spent = unchanged(source), []  # nothing for Triton to do, nothing billed
+        else:
+            with step(task.model, "model"), computing() as spent:  # spent: billed as the model's compute
+                produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
         warnings = (list(source.warnings) if source else []) + produced.info.get("warnings", [])
         output = TaskOutput(info_json=json.dumps(produced.info), warnings=warnings)
         if produced.image is not None:  # an analysis has none: the scheduler passes its input on

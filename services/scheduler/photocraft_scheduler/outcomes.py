@@ -7,8 +7,8 @@ An edit (photocraft_common.quotas) goes back when the job
   handed to a worker (``stages.State.ran``); a skipped stage did not run;
 - completed as a no-op (``no-op``): no stage changed the photo, so the result is the input as sent.
   A stage changed nothing (``unchanged``) when it passed its input image on (it was skipped, or it is an
-  analysis, which makes no image), when every parameter it ran with is 0 on a model for which 0 leaves a
-  photo as it is (``UNCHANGED_AT_ZERO``: tone and retouch, per their docs in models/photocraft_models),
+  analysis, which makes no image), when it ran with parameters at which its model leaves a photo as it is
+  (photocraft_common.no_ops: tone and retouch with every strength 0),
   or when its model reports that it found no face to work on (``"faces": 0`` in its info: retouch, GFPGAN).
   E.g. restore of a clean colour photo without faces (only the analysis and a tone stage at 0 run),
   enhance with scale 1 and every strength 0, retouch of a photo without a face.
@@ -23,15 +23,11 @@ from collections.abc import Mapping
 
 from photocraft_common.contracts import TaskOutput
 from photocraft_common.jobs import JobRecord, JobStatus
+from photocraft_common.no_ops import leaves_unchanged
 from photocraft_common.operations import Stage, UnknownOperation, ValidationError
 
 from .plan import Plan, decision, image_of
 from .stages import State
-
-# Models that return the photo unchanged when every one of these parameters is 0.
-UNCHANGED_AT_ZERO = {"tone": ("contrast", "saturation", "sharpen"), "retouch": ("skin", "teeth", "eyes")}
-# ... and these too, when sent: the balance strengths of "tone" (restore's balance stage), 0 unless sent.
-ZERO_UNLESS_SENT = {"tone": ("neutralise", "dyes", "cast", "levels")}
 
 
 def unchanged(plan: Plan, stage: Stage, outputs: Mapping[str, TaskOutput]) -> bool:
@@ -41,9 +37,7 @@ def unchanged(plan: Plan, stage: Stage, outputs: Mapping[str, TaskOutput]) -> bo
     if inputs and image_of(output).key == inputs[0].key:
         return True
     sent = {**stage.params, **decision(stage, outputs)[1]}
-    if all(m in UNCHANGED_AT_ZERO for m in stage.models) and all(
-            sent.get(name) == 0 for m in stage.models for name in UNCHANGED_AT_ZERO[m]) and all(
-            sent.get(name, 0) == 0 for m in stage.models for name in ZERO_UNLESS_SENT.get(m, ())):
+    if all(leaves_unchanged(model, sent) for model in stage.models):
         return True
     return json.loads(output.info_json or "{}").get("faces") == 0
 
