@@ -18,10 +18,10 @@ them. Phases, each side's turns interleaved:
    again: wall time and photos per second;
 3. the first job after u2netp was unloaded from Triton (as its idle timeout does);
 4. enhance x2 and restore of a 1 MP photo end to end against the same models called directly in one
-   process (bench/direct.py);
-5. with ``--cold`` only: the platform restarted (``make down``, ``make up``) with tracing off, then on:
-   throughput of 50 separate jobs each way, and the time from ``make up`` returning to the first
-   completed job. It stops the shared platform: run it when nobody else uses it.
+   process (bench/direct.py), three photos each, ours and directly in turn;
+5. with ``--cold`` only: the platform restarted (``make down``, ``make up``) with tracing off, then on,
+   twice in turn: throughput of 50 separate jobs after each restart, and the time from ``make up``
+   returning to the first completed job. It stops the shared platform: run it when nobody else uses it.
 
 Every job runs under a tenant of its phase's own, so that no result is reused (the platform reuses a
 tenant's identical results). The raw figures go to var/bench/speed.json; the report is written by
@@ -36,8 +36,10 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -58,6 +60,8 @@ PHOTO_1MP = corpus_of.Recipe(100, "astronaut", (0, 0, 512, 512), False, (1000, 1
 PHOTO_1MP_FLIPPED = corpus_of.Recipe(102, "astronaut", (0, 0, 512, 512), True, (1000, 1000), 90)
 WARM_SMALL = corpus_of.Recipe(101, "astronaut", (0, 0, 512, 512), True, (500, 500), 90)
 MULTI_STAGE = {"enhance x2": ("enhance", {"scale": 2}), "restore": ("restore", {})}
+MULTI_REPEATS = 3  # photos of each multi-stage operation, each run by us and directly
+COLD_ROUNDS = 2  # restarts with tracing off, then on, in turn
 
 
 def alpha_mask(png: bytes) -> np.ndarray:
@@ -160,30 +164,42 @@ def stages_of(operation: str, params: dict) -> list[dict]:
              "optional": s.optional} for s in recipe]
 
 
-async def multi_stage() -> dict:
-    """Phase 4: enhance x2 and restore of 1 MP, end to end and directly (bench/direct.py), in seconds."""
+async def multi_stage(repeats: int = MULTI_REPEATS) -> dict:
+    """Phase 4: enhance x2 and restore of 1 MP, end to end and directly (bench/direct.py), in seconds:
+    ``repeats`` photos of the same scene in distinct bytes (JPEG quality 90, 91, ...), each run by us, then
+    directly, in turn; the figures are the medians of the photos' runs, each run kept under ``runs``."""
     out = WORK / "out" / "direct"
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for recipe in (WARM_SMALL, PHOTO_1MP):
-        paths.append(WORK / recipe.name)
-        paths[-1].write_bytes(corpus_of.render(recipe))
+    warm = WORK / WARM_SMALL.name
+    warm.write_bytes(corpus_of.render(WARM_SMALL))
     rows = {}
     async with ours.Client("multi") as client:
         for name, (operation, params) in MULTI_STAGE.items():
-            await client.one(paths[0].read_bytes(), operation, params)  # its models loaded
-            ours_s, _, job_id = await client.one(paths[1].read_bytes(), operation, params)
-            plan = WORK / f"direct-{operation}.json"
-            plan.write_text(json.dumps({"stages": stages_of(operation, params), "photos": [str(p) for p in paths],
-                                        "out": str(out)}))
-            done = await asyncio.to_thread(
-                subprocess.run, [ROOT / ".venv-triton" / "bin" / "python", ROOT / "bench" / "direct.py", plan],
-                check=True, capture_output=True, text=True)
-            direct = json.loads(done.stdout.strip().splitlines()[-1])
-            rows[name] = {"ours_s": ours_s, "ours_stages": client.stages[job_id], **direct["runs"][1],
-                          "load_s": direct["load_seconds"]}
-            print(f"  {name}: ours {ours_s:.1f} s, direct {direct['runs'][1]['seconds']:.1f} s", flush=True)
+            await client.one(warm.read_bytes(), operation, params)  # its models loaded
+            runs = []
+            for index in range(repeats):
+                photo = WORK / f"multi-{operation}-{index}.jpg"
+                photo.write_bytes(corpus_of.render(replace(PHOTO_1MP, quality=PHOTO_1MP.quality + index)))
+                ours_s, _, job_id = await client.one(photo.read_bytes(), operation, params)
+                direct = await asyncio.to_thread(_direct, operation, params, [warm, photo], out)
+                runs.append({"ours_s": ours_s, "ours_stages": client.stages[job_id], **direct["runs"][1],
+                             "load_s": direct["load_seconds"]})
+                print(f"  {name} #{index + 1}: ours {ours_s:.1f} s, direct {direct['runs'][1]['seconds']:.1f} s",
+                      flush=True)
+            middle = {key: statistics.median(run[key] for run in runs)
+                      for key in ("ours_s", "seconds", "models_seconds", "load_s")}
+            rows[name] = {**runs[0], **middle, "runs": runs}
     return rows
+
+
+def _direct(operation: str, params: dict, photos: list[Path], out: Path) -> dict:
+    """bench/direct.py's figures for ``photos`` (the first warms the models up)."""
+    plan = WORK / f"direct-{operation}.json"
+    plan.write_text(json.dumps({"stages": stages_of(operation, params), "photos": [str(p) for p in photos],
+                                "out": str(out)}))
+    done = subprocess.run([ROOT / ".venv-triton" / "bin" / "python", ROOT / "bench" / "direct.py", plan],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def trace_hops(rows: list[dict]) -> dict:
@@ -208,25 +224,32 @@ def make(*targets: str, env: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
-async def cold(photos: list) -> dict:
-    """Restarts the platform twice: tracing off, then on (the default); throughput of separate jobs
-    after each, and the cold start of the second."""
+async def cold(photos: list, rounds: int = COLD_ROUNDS) -> dict:
+    """Restarts the platform ``2 * rounds`` times, tracing off, then on (the default), in turn: throughput of
+    separate jobs after each restart (``throughputs_off``, ``throughputs_on``; ``throughput_off``/``_on``:
+    their means), and ``make up``'s time and the first job's after the first restart each way."""
     data = [photo.path.read_bytes() for photo in photos]
-    result = {}
-    for label, enabled in (("off", "false"), ("on", "true")):
-        key = ours.new_tenant(f"cold-{label}")
-        make("down")
-        result[f"up_s_{label}"] = make("up", env={"PHOTOCRAFT_TRACING__ENABLED": enabled})
-        up = time.perf_counter()
-        async with ours.Client(f"cold-{label}", key) as client:
-            await client.one(corpus_of.render(PHOTO_1MP))
-            first_s = result[f"first_job_s_{label}"] = time.perf_counter() - up  # from make up returning
-            start = time.perf_counter()
-            job_ids = await asyncio.gather(*(client.submit(d) for d in data))
-            await asyncio.gather(*(client.result(j) for j in job_ids))
-            result[f"throughput_{label}"] = len(data) / (time.perf_counter() - start)
-        print(f"  tracing {label}: make up {result[f'up_s_{label}']:.0f} s, first job {first_s:.1f} s, "
-              f"{result[f'throughput_{label}']:.2f} photos/s", flush=True)
+    result: dict = {"throughputs_off": [], "throughputs_on": []}
+    for turn in range(rounds):
+        for label, enabled in (("off", "false"), ("on", "true")):
+            key = ours.new_tenant(f"cold-{label}")
+            make("down")
+            up_s = make("up", env={"PHOTOCRAFT_TRACING__ENABLED": enabled})
+            up = time.perf_counter()
+            async with ours.Client(f"cold-{label}", key) as client:
+                await client.one(corpus_of.render(PHOTO_1MP))
+                first_s = time.perf_counter() - up  # from make up returning
+                start = time.perf_counter()
+                job_ids = await asyncio.gather(*(client.submit(d) for d in data))
+                await asyncio.gather(*(client.result(j) for j in job_ids))
+                throughput = len(data) / (time.perf_counter() - start)
+            if turn == 0:
+                result[f"up_s_{label}"], result[f"first_job_s_{label}"] = up_s, first_s
+            result[f"throughputs_{label}"].append(throughput)
+            print(f"  tracing {label}: make up {up_s:.0f} s, first job {first_s:.1f} s, {throughput:.2f} photos/s",
+                  flush=True)
+    for label in ("off", "on"):
+        result[f"throughput_{label}"] = statistics.mean(result[f"throughputs_{label}"])
     return result
 
 

@@ -70,6 +70,15 @@ def verdicts(r: dict) -> list[tuple[str, str, bool | None]]:
     return [(TARGETS[key], figure, met) for key, figure, met in rows]
 
 
+def _each_way(cold: dict) -> str:
+    """How the tracing figures were taken: the throughput of each restart, off and on in turn."""
+    off, on = cold.get("throughputs_off", []), cold.get("throughputs_on", [])
+    if len(off) < 2:
+        return "one run each way"
+    turns = "; ".join(f"off {a:.2f}, on {b:.2f}" for a, b in zip(off, on, strict=False))
+    return f"means of {len(off)} runs each way, in turn: {turns}"
+
+
 def _one_table(one: list[dict]) -> list[str]:
     lines = ["| photos | n | ours p50 s | ours p99 s | rembg p50 s | rembg p99 s | p50 ours/rembg | "
              "p99 ours/rembg | mask IoU mean (min) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -215,23 +224,26 @@ def write(r: dict, out: Path) -> None:
               f"{r['unload']['warm_s']:.2f} s for a 1 MP job just before.", "",
               "## Enhance x2 and restore of a 1 MP photo", "",
               "| operation | ours end to end s | models directly, one process s | of which in the models s | "
-              "ours/direct | stages (ours; direct) |", "|---|---:|---:|---:|---:|---|"]
+              "ours/direct | runs, ours/direct s | stages (ours; direct) |", "|---|---:|---:|---:|---:|---|---|"]
     for name, m in r["multi"].items():
+        runs = ", ".join(f"{run['ours_s']:.2f}/{run['seconds']:.2f}" for run in m.get("runs", []))
         lines.append(f"| {name} | {m['ours_s']:.2f} | {m['seconds']:.2f} | {m['models_seconds']:.2f} | "
-                     f"{m['ours_s'] / m['seconds']:.2f} | {', '.join(m['ours_stages'])}; {', '.join(m['stages'])} |")
-    lines += ["", "Directly: bench/direct.py in the Triton model environment builds each stage's model as Triton's "
-              "python backend does and runs the operation's recipe on the decoded photo, PNG out (models loaded "
-              "before the clock starts; both sides warmed on a 0.25 MP photo first). Directly, each model takes "
-              "the whole image; the platform sends waifu2x its tiles (`photocraft.tile`), several at once.", "",
-              "## Cold start and tracing", ""]
+                     f"{m['ours_s'] / m['seconds']:.2f} | {runs or '-'} | "
+                     f"{', '.join(m['ours_stages'])}; {', '.join(m['stages'])} |")
+    lines += ["", "Medians of the photos' runs (the same 1 MP scene in distinct bytes, run by us, then directly, in "
+              "turn); each run as ours/direct seconds. Directly: bench/direct.py in the Triton model environment "
+              "builds each stage's model as Triton's python backend does and runs the operation's recipe on the "
+              "decoded photo, PNG out (models loaded before the clock starts; both sides warmed on a 0.25 MP photo "
+              "first). Directly, each model takes the whole image; the platform sends waifu2x its tiles "
+              "(`photocraft.tile`), several at once.", "", "## Cold start and tracing", ""]
     if "cold" in r:
         c = r["cold"]
         lines += [f"`make up` took {c['up_s_on']:.0f} s; from its return to the first completed job (1 MP): "
                   f"{c['first_job_s_on']:.1f} s (tracing off: `make up` {c['up_s_off']:.0f} s, first job "
                   f"{c['first_job_s_off']:.1f} s). Throughput of {a['photos']} separate jobs after each restart: "
                   f"{c['throughput_off']:.2f} photos/s with `PHOTOCRAFT_TRACING__ENABLED=false`, "
-                  f"{c['throughput_on']:.2f} with tracing on (one run each way, each right after its restart and "
-                  "first job).", ""]
+                  f"{c['throughput_on']:.2f} with tracing on ({_each_way(c)}, each right after its restart "
+                  "and first job).", ""]
     else:
         lines += ["Not measured in this run: `make bench COLD=1` restarts the platform (tracing off, then on).", ""]
     _plots(r, out)

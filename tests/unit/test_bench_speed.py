@@ -134,3 +134,9 @@ def test_tracing_cost_is_the_throughput_lost_with_tracing_on():
     rows = speed_report.verdicts(_results(0.6, 0.55, 1.0, {"throughput_on": 0.96, "throughput_off": 1.0}))
     figure, met = next((f, m) for t, f, m in rows if t == speed_report.TARGETS["tracing"])
     assert met is True and figure.startswith("+4.0%")
+
+
+def test_the_tracing_figures_say_each_restarts_throughput_in_turn():
+    cold = {"throughputs_off": [2.0, 1.8], "throughputs_on": [1.9, 1.7]}
+    assert speed_report._each_way(cold) == "means of 2 runs each way, in turn: off 2.00, on 1.90; off 1.80, on 1.70"
+    assert speed_report._each_way({"throughput_off": 2.0, "throughput_on": 1.9}) == "one run each way"
