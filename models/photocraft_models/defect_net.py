@@ -9,11 +9,12 @@ ours) and measured results are in models/registry.toml and docs/models.md.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .defects import Defects, check_image, find_tears, searched
+from .defects import Defects, check_image, find_defects, find_tears, searched
 from .devices import AUTO, Placement, onnx_options, onnx_providers, onnx_session_device
 
 KINDS = ("scratches", "dust", "tears")  # the network's output channels, in order
@@ -29,7 +30,8 @@ class DefectNet:
     probabilities (0..1) of scratches, dust and tears out. ``net.find(image)``: ``Defects``,
     the pixels over ``THRESHOLD`` for scratches and dust, and ``defects.find_tears`` for tears (the
     network's tears measured worse); photos over 2048 px on their long side are searched on
-    a copy that size (``defects.searched``). Both raise ValueError for anything else than
+    a copy that size (``defects.searched``). ``net.find_with_classical(image)``: ``net.find(image)`` and
+    ``defects.find_defects(image)``, found at once. All raise ValueError for anything else than
     such an image.
     """
 
@@ -38,6 +40,7 @@ class DefectNet:
 
         self.session = onnxruntime.InferenceSession(str(path), onnx_options(), providers=onnx_providers(placement))
         self.device = onnx_session_device(placement, self.session)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="defect-net")
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
@@ -50,6 +53,15 @@ class DefectNet:
 
     def find(self, image: np.ndarray) -> Defects:
         return searched(image, self._find)
+
+    def find_with_classical(self, image: np.ndarray) -> tuple[Defects, Defects]:
+        """What the network finds and what the classical detectors find, at once: the network in a thread of
+        its own while the detectors run in the caller's (ONNX Runtime and most of OpenCV work outside
+        Python's lock; 1 MP on 2 cores: 1.1-1.3 s one after the other, 1.0 s at once)."""
+        check_image(image)
+        network = self._thread.submit(self.find, image)
+        classical = find_defects(image)
+        return network.result(), classical
 
     def _find(self, image: np.ndarray) -> Defects:
         masks = self.probabilities(image)[:2] > THRESHOLD

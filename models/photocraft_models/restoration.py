@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .defect_net import DefectNet
-from .defects import find_defects, repair
+from .defects import repair
 from .devices import CPU
 from .prints import TONINGS, analyse_print, balance_params
 from .serving import InvalidInput, Output
@@ -130,7 +130,8 @@ class Descratch:
         self.net = DefectNet(version_dir / NET_FILE, CPU)  # CPU-only, like the inpainting (gpu = false)
 
     def __call__(self, image: np.ndarray, params: dict) -> Output:
-        defects = self.net.find(image) | find_defects(image)
+        network, classical = self.net.find_with_classical(image)
+        defects = network | classical
         mask = defects.mask
         return Output(repair(image, defects), mask.astype(np.uint8) * 255,
                       {**defects.summary(), "pixels": int(mask.sum())})
@@ -168,7 +169,7 @@ class Analyze:
             raise InvalidInput(f"toning must be one of {', '.join(TONINGS)}, not {toning!r}")
         print_ = analyse_print(image, toning)
         balance = balance_params(print_)
-        network, classical = self.net.find(image), find_defects(image)
+        network, classical = self.net.find_with_classical(image)
         defects = (network | classical).summary()
         size = image.shape[0] * image.shape[1]
         marked = float(max((network.scratches | network.dust).sum(), classical.scratches.sum())) / size

@@ -219,6 +219,15 @@ def test_network_takes_any_size(net):
     assert net.device == "cpu"
 
 
+def test_network_and_classical_found_at_once_are_what_each_finds(net):
+    damaged = degrade.old_print(photo("chelsea")[:200, :240], np.random.default_rng(15))[0]
+    network, classical = net.find_with_classical(damaged)
+    for found, alone in ((network, net.find(damaged)), (classical, find_defects(damaged))):
+        assert all(np.array_equal(getattr(found, k), getattr(alone, k)) for k in ("scratches", "dust", "tears"))
+    with pytest.raises(ValueError, match="uint8"):
+        net.find_with_classical(damaged.astype(np.float32))
+
+
 def test_the_training_script_makes_a_network_the_platform_loads(tmp_path):
     out = tmp_path / "defects.onnx"
     subprocess.run([sys.executable, str(TRAIN), "--steps", "2", "--out", str(out)], check=True, timeout=600,
