@@ -13,11 +13,16 @@ and ``tenant_id`` of a message or record; ``job_scope(...)`` marks a block; ``Ka
 each consumed message's handling with its key (our messages are keyed by job id). ``JobContextFilter`` copies the
 marks and the trace id into every record. ``PHOTOCRAFT_LOG_FORMAT=text`` (PlatformSettings.log_format)
 gives the one-line text format instead, the marks then at the end of the line.
+
+No line carries a credential that a URL's query string held: ``CredentialFilter`` redacts the values of
+``CREDENTIAL_PARAMETERS`` (uvicorn logs every WebSocket's path with its ``?token=``; a presigned URL
+carries its signature).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,6 +35,11 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 FIELDS = ("job_id", "tenant")  # the marks of a job's work; trace_id comes from the current span
+# Query parameters whose value is a credential: a feed's token, an API key, a presigned URL's signature.
+CREDENTIAL_PARAMETERS = ("token", "access_token", "api_key", "X-Amz-Signature", "X-Amz-Credential",
+                         "X-Amz-Security-Token", "Signature")
+_CREDENTIAL = re.compile(rf"([?&](?:{'|'.join(CREDENTIAL_PARAMETERS)})=)[^&\s\"'#]+", re.IGNORECASE)
+REDACTED = "[redacted]"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _job: ContextVar[Mapping[str, str]] = ContextVar("photocraft_job", default=_EMPTY)
 T = TypeVar("T")
@@ -88,6 +98,19 @@ class JobContextFilter(logging.Filter):
         return True
 
 
+class CredentialFilter(logging.Filter):
+    """Replaces the value of every ``CREDENTIAL_PARAMETERS`` query parameter in a record's message with
+    ``REDACTED`` (the message is then formatted once, here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _CREDENTIAL.sub(rf"\g<1>{REDACTED}", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+            record.__dict__.pop("color_message", None)  # uvicorn's copy with ANSI colours
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """``<time> <service> <level> <logger>: <message> [job_id=.. tenant=.. trace_id=..]``."""
 
@@ -116,6 +139,7 @@ def configure(service: str, level: str = "INFO", log_format: Literal["json", "te
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(service, log_format))
     handler.addFilter(JobContextFilter())
+    handler.addFilter(CredentialFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     faststream = logging.getLogger("faststream")  # its own coloured handler, at import: ours instead

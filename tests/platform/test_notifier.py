@@ -123,6 +123,19 @@ async def test_reconnecting_with_a_sequence_number_gets_exactly_the_missed_event
         assert without_urls(await read(f"{url}&after={after}", ended)) == without_urls(everything[after:])
 
 
+async def test_the_notifiers_log_keeps_no_feed_token(gateway, astronaut):
+    job = (await submit(gateway, png_bytes(fresh(astronaut)))).json()
+    log = ROOT / "var" / "log" / "notifier.log"
+    start = log.stat().st_size
+    await read(f"{job['events_url']}?token={job['token']}", ended)
+
+    async with asyncio.timeout(10):  # supervisord writes the notifier's stderr to its log as it comes
+        while f"/v1/jobs/{job['job_id']}/events?token=" not in (written := log.read_bytes()[start:].decode()):
+            await asyncio.sleep(0.1)
+    assert f"/v1/jobs/{job['job_id']}/events?token=[redacted]" in written
+    assert job["token"] not in written
+
+
 async def test_two_replicas_both_deliver_every_event_of_a_tenant(replica, gateway, astronaut):
     tenant = f"replicas-{new_id()[:8]}"
     key = tenant_key(tenant, "pro")

@@ -30,6 +30,7 @@ def lines():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(logs.JobContextFilter())
+    handler.addFilter(logs.CredentialFilter())
     logger = logging.getLogger("test.logs")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -63,6 +64,17 @@ def test_a_line_is_a_json_object_with_the_common_fields(lines):
         {"service": "scheduler", "level": "INFO", "logger": "test.logs", "message": "job j1 released"}
     assert line["time"].endswith("+00:00") and "T" in line["time"]  # ISO 8601, UTC
     assert not {"job_id", "tenant", "trace_id"} & set(line)  # no job's work, no span
+
+
+def test_credentials_in_a_query_string_are_redacted(lines):
+    # as uvicorn logs a WebSocket's handshake, and a presigned URL
+    log.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", "/v1/jobs/j1/events?token=s3cr3t-T0k3n&after=4")
+    log.info("result at %s", "http://s3/b/k.png?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=9f0e&X-Amz-Expires=60")
+    log.info("token counts: %d", 3)  # not a query string: left alone
+    first, second, third = (line["message"] for line in lines.read())
+    assert first == '127.0.0.1:5 - "WebSocket /v1/jobs/j1/events?token=[redacted]&after=4" [accepted]'
+    assert second == "result at http://s3/b/k.png?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]&X-Amz-Expires=60"
+    assert third == "token counts: 3"
 
 
 def test_an_exception_goes_into_its_line(lines):
