@@ -242,8 +242,8 @@ def write(r: dict, out: Path) -> None:
                   f"{c['first_job_s_on']:.1f} s (tracing off: `make up` {c['up_s_off']:.0f} s, first job "
                   f"{c['first_job_s_off']:.1f} s). Throughput of {a['photos']} separate jobs after each restart: "
                   f"{c['throughput_off']:.2f} photos/s with `PHOTOCRAFT_TRACING__ENABLED=false`, "
-                  f"{c['throughput_on']:.2f} with tracing on ({_each_way(c)}, each right after its restart "
-                  "and first job).", ""]
+                  f"{c['throughput_on']:.2f} with tracing on ({_each_way(c)}; each the second pass of the "
+                  "photos after its restart, the first warming the platform up).", ""]
     else:
         lines += ["Not measured in this run: `make bench COLD=1` restarts the platform (tracing off, then on).", ""]
     _plots(r, out)
