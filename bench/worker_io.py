@@ -186,7 +186,7 @@ def section(photo: np.ndarray, rounds: int = 20) -> list[str]:
 
 
 def png_with(pixels: np.ndarray, deflate) -> bytes:
-    """A PNG of ``pixels`` ((H, W, 4) RGBA or (H, W, 3) RGB uint8): every row Up-filtered (as images.PNG_RESULT),
+    """A PNG of ``pixels`` ((H, W, 4) RGBA or (H, W, 3) RGB uint8): every row Up-filtered (images.PNG_RESULT before),
     the filtered rows compressed into a zlib stream by ``deflate`` (bytes -> zlib bytes), one IDAT chunk."""
     height, width, channels = pixels.shape
     rows = pixels.reshape(height, -1)
@@ -203,7 +203,7 @@ def png_with(pixels: np.ndarray, deflate) -> bytes:
 def deflate_section(results: list[np.ndarray]) -> list[str]:
     """Markdown lines: the cut-outs ``results`` ((H, W, 4) uint8) as PNG with libpng's zlib (now) against
     the same rows deflated by libdeflate and zlib-ng (imagecodecs), sizes against Pillow at level 6."""
-    ways = {"imagecodecs png_encode level 3, Up (now: libpng, zlib 1.2)": lambda x: encode(x, "png"),
+    ways = {"imagecodecs png_encode level 1, Paeth, run-length (now: libpng, zlib 1.2)": lambda x: encode(x, "png"),
             "Up rows, libdeflate level 3": lambda x: png_with(x, lambda b: imagecodecs.deflate_encode(b, level=3)),
             "Up rows, zlib-ng level 3": lambda x: png_with(x, lambda b: imagecodecs.zlibng_encode(b, level=3))}
     per_mp = {name: [] for name in ways}

@@ -237,12 +237,13 @@ def decode_rgb(data: bytes) -> np.ndarray:
 # Output formats: file extension -> (Pillow format, MIME type).
 FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 
-# PNG settings (zlib level, libpng row filter). A result: level 3 with the Up filter, about 4x as fast
-# as zlib level 6 with adaptive filters (Pillow's default) for files at most 1.25x as large (levels 1-2
-# went past that on some photos); see bench/results/worker_path.md. An intermediate stage output, read
-# once by the next stage: stored uncompressed (level 0, no filter), which costs a copy to write and read.
-PNG_RESULT = (3, imagecodecs.PNG.FILTER.UP)
-PNG_INTERMEDIATE = (0, imagecodecs.PNG.FILTER.NONE)
+# PNG settings (imagecodecs.png_encode's level, row filter, zlib strategy). A result: the Paeth filter and
+# zlib's run-length strategy, about 10x as fast as zlib level 6 with adaptive filters (Pillow's default)
+# for files at most 1.1x as large (level 3 with the Up filter before it: 1.5x slower, up to 1.25x as
+# large); see bench/results/worker_path.md. An intermediate stage output, read once by the next stage:
+# stored uncompressed (level 0, no filter), which costs a copy to write and read.
+PNG_RESULT = {"level": 1, "filter": imagecodecs.PNG.FILTER.PAETH, "strategy": imagecodecs.PNG.STRATEGY.RLE}
+PNG_INTERMEDIATE = {"level": 0, "filter": imagecodecs.PNG.FILTER.NONE}
 
 
 def encode(pixels: np.ndarray, extension: str = "png", quality: int = 92, intermediate: bool = False) -> bytes:
@@ -255,8 +256,8 @@ def encode(pixels: np.ndarray, extension: str = "png", quality: int = 92, interm
     """
     fmt, _ = FORMATS[extension]
     if fmt == "PNG":
-        level, row_filter = PNG_INTERMEDIATE if intermediate else PNG_RESULT
-        return imagecodecs.png_encode(np.ascontiguousarray(pixels), level=level, filter=row_filter)
+        setting = PNG_INTERMEDIATE if intermediate else PNG_RESULT
+        return imagecodecs.png_encode(np.ascontiguousarray(pixels), **setting)
     image = Image.fromarray(pixels)
     if fmt == "JPEG" and image.mode == "RGBA":
         background = Image.new("RGB", image.size, (255, 255, 255))
