@@ -1,16 +1,16 @@
-"""Reading and writing images with Pillow (HEIC/HEIF through pillow-heif); PNG is written by
-imagecodecs (libpng with zlib-ng), several times faster than Pillow's encoder at a like size.
+"""Reading and writing images with Pillow (HEIC/HEIF through pi-heif); PNG is written by
+imagecodecs (libpng with zlib), several times faster than Pillow's encoder at a like size.
 
 Arrays are ``(H, W, 3) uint8 RGB`` or ``(H, W, 4) uint8 RGBA``, row-major,
 top row first, with the EXIF orientation already applied, in sRGB.
 
-Sources: HEIC/HEIF is read by pillow-heif (source BSD-3-Clause) with libheif
-and libde265 (LGPL-3.0); its binary wheels also bundle the x265 encoder, which
-this module never calls but which makes the wheel as distributed GPL-2.0. Only
+Sources: HEIC/HEIF is read by pi-heif (source BSD-3-Clause), pillow-heif's
+decode-only build, whose binary wheels bundle libheif and libde265 (LGPL-3.0,
+as shared libraries) and no encoder (pillow-heif's bundle x265, GPL-2.0). Only
 HEIF image items are read: a HEIF sequence is read through its primary still
 image, and one that holds only a video track is refused as unreadable. ICC
 colour management is LittleCMS 2 (MIT) through Pillow's ImageCms. imagecodecs is BSD-3-Clause
-(its libpng: libpng licence; zlib-ng: zlib licence).
+(its libpng: libpng licence; zlib: zlib licence).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import imagecodecs
 import numpy as np
-import pillow_heif
+import pi_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 # HEIF files open as Pillow format "HEIF"; thumbnails, depth and auxiliary images are never used.
-pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 
 # Formats accepted from clients, by Pillow's format name, with their MIME type
 # and the file extension used for the stored original. MPO is a JPEG with more
@@ -39,7 +39,7 @@ ACCEPTED = {
     "GIF": ("image/gif", "gif"),
     "HEIF": ("image/heif", "heif"),
 }
-# pillow-heif's MIME type (from the file's brand) -> the stored one and its extension; AVIF is not accepted.
+# pi-heif's MIME type (from the file's brand) -> the stored one and its extension; AVIF is not accepted.
 NAMES = "JPEG, PNG, WebP, TIFF, BMP, GIF or HEIC/HEIF"  # for error messages
 HEIF_KINDS = {"image/heic": ("image/heic", "heic"), "image/heic-sequence": ("image/heic", "heic"),
               "image/heif": ("image/heif", "heif"), "image/heif-sequence": ("image/heif", "heif")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +11,10 @@ from PIL import Image, ImageCms
 from skimage import data as samples
 
 from photocraft_common.images import InvalidImage, decode, decode_rgb, encode, encode_png, probe
+
+from .icc import display_p3_icc
+
+HEIC = Path(__file__).parent / "data" / "heic"  # made by data/make_heic.py (pi-heif decodes only)
 
 
 def encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
@@ -89,44 +93,6 @@ def test_png_results_and_intermediates_read_back_as_the_same_pixels(pixels):
 
 # ---- mobile photos: HEIC/HEIF, ICC profiles, first frames ---------------------------------------------------
 
-def s15(value: float) -> bytes:
-    return struct.pack(">i", round(value * 65536))
-
-
-def display_p3_icc() -> bytes:
-    """An ICC v4 matrix/TRC profile of Display P3 (P3 primaries, D65 white, sRGB curve), built from the
-    published chromaticities: Pillow cannot make one and none ships with the venv. Primaries are adapted
-    to the D50 connection space with the Bradford matrix, as ICC.1:2022 Annex E describes."""
-    xy = np.array([[0.680, 0.320], [0.265, 0.690], [0.150, 0.060]])
-    white = np.array([0.3127 / 0.3290, 1.0, (1 - 0.3127 - 0.3290) / 0.3290])
-    primaries = np.column_stack([xy[:, 0] / xy[:, 1], np.ones(3), (1 - xy.sum(1)) / xy[:, 1]])  # XYZ, Y = 1
-    to_xyz = primaries.T * np.linalg.solve(primaries.T, white)  # columns: XYZ of R, G, B at full intensity
-    bradford = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
-    d50 = np.array([0.9642, 1.0, 0.8249])
-    adapt = np.linalg.inv(bradford) @ np.diag((bradford @ d50) / (bradford @ white)) @ bradford
-    colorants = (adapt @ to_xyz).T
-
-    def xyz(v) -> bytes:
-        return b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)
-
-    curve = b"para\0\0\0\0" + struct.pack(">HH", 3, 0) + b"".join(
-        s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
-    name = "Display P3".encode("utf-16-be")
-    desc = b"mluc\0\0\0\0" + struct.pack(">II2s2sII", 1, 12, b"en", b"US", len(name), 28) + name
-    tags = [(b"desc", desc), (b"wtpt", xyz(d50)), (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])),
-            (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
-    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
-    for signature, data in tags:
-        data += b"\0" * (-len(data) % 4)
-        table += signature + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    size = offset + len(body)
-    header = (struct.pack(">I4sI", size, b"", 0x04300000) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
-              + bytes(28) + s15(d50[0]) + s15(d50[1]) + s15(d50[2]) + bytes(48))
-    assert len(header) == 128
-    return header + struct.pack(">I", len(tags)) + table + body
-
-
 def to_srgb_reference(pixels: np.ndarray, icc: bytes) -> np.ndarray:
     source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     srgb = ImageCms.createProfile("sRGB")
@@ -136,7 +102,7 @@ def to_srgb_reference(pixels: np.ndarray, icc: bytes) -> np.ndarray:
 
 def test_probe_and_decode_accept_heic():
     pixels = samples.astronaut()[:96, :128]
-    heic = encoded(pixels, "HEIF", quality=95)
+    heic = (HEIC / "astronaut-128x96-q95.heic").read_bytes()
     info = probe(heic, max_pixels=10**6)
     assert (info.format, info.mime_type, info.extension) == ("HEIF", "image/heic", "heic")
     assert (info.width, info.height, info.frames, info.warnings) == (128, 96, 1, ())
@@ -146,17 +112,15 @@ def test_probe_and_decode_accept_heic():
 
 
 def test_heic_rotation_is_applied_once():
-    """pillow-heif applies the HEIF rotation and resets the EXIF orientation, so nothing turns it twice."""
-    exif = Image.Exif()
-    exif[0x0112] = 6  # pillow-heif writes it as the HEIF rotation
-    heic = encoded(np.zeros((40, 60, 3), np.uint8), "HEIF", exif=exif.tobytes())
+    """pi-heif applies the HEIF rotation and resets the EXIF orientation, so nothing turns it twice."""
+    heic = (HEIC / "black-60x40-orientation-6.heic").read_bytes()  # EXIF orientation 6, as a HEIF rotation
     assert (probe(heic, max_pixels=10**6).width, probe(heic, max_pixels=10**6).height) == (40, 60)
     assert decode(heic).rgb.shape == (60, 40, 3)
 
 
 def test_probe_checks_heic_pixels_before_decoding():
     with pytest.raises(InvalidImage, match="MP"):
-        probe(encoded(np.zeros((64, 64, 3), np.uint8), "HEIF"), max_pixels=64 * 63)
+        probe((HEIC / "black-64x64.heic").read_bytes(), max_pixels=64 * 63)
 
 
 def test_display_p3_photo_is_converted_to_srgb():
@@ -176,9 +140,7 @@ def test_display_p3_photo_is_converted_to_srgb():
 
 def test_display_p3_heic_keeps_its_colour():
     icc = display_p3_icc()
-    pixels = samples.astronaut()[:64, :96].copy()
-    pixels[:16, :16] = (40, 220, 40)  # a saturated green, where P3 and sRGB differ most
-    heic = encoded(pixels, "HEIF", quality=95, icc_profile=icc)
+    heic = (HEIC / "display-p3-96x64-q95.heic").read_bytes()  # a saturated green corner, where P3 and sRGB differ most
     with Image.open(io.BytesIO(heic)) as image:  # what libheif decodes, still in Display P3
         raw = np.asarray(image.convert("RGB"))
         assert image.info["icc_profile"] == icc
@@ -189,11 +151,10 @@ def test_display_p3_heic_keeps_its_colour():
 
 
 def test_heic_in_an_nclx_colour_space_other_than_srgb_says_it_is_not_converted():
-    display_p3 = {"color_primaries": 12, "transfer_characteristics": 13, "matrix_coefficients": 6}
-    heic = encoded(np.full((32, 32, 3), 90, np.uint8), "HEIF", **display_p3)
+    heic = (HEIC / "nclx-display-p3-32x32.heic").read_bytes()  # primaries 12, transfer 13, matrix 6
     expected = ("the colour space (nclx primaries 12, transfer 13) is not converted to sRGB; colours may shift",)
     assert decode(heic).warnings == expected and probe(heic, max_pixels=10**6).warnings == expected
-    assert decode(encoded(np.full((32, 32, 3), 90, np.uint8), "HEIF")).warnings == ()  # BT.709 primaries, sRGB
+    assert decode((HEIC / "gray-32x32.heic").read_bytes()).warnings == ()  # BT.709 primaries, sRGB
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
@@ -229,13 +190,14 @@ def frames_of(colours: list[tuple[int, int, int]]) -> list[Image.Image]:
     ("WEBP", {"duration": 100, "lossless": True}, "animated WEBP of 3 frames: only the first frame is processed"),
     ("PNG", {"duration": 100}, "animated PNG of 3 frames: only the first frame is processed"),
     ("TIFF", {}, "multi-page TIFF of 3 pages: only the first page is processed"),
-    ("HEIF", {"quality": 95}, "HEIF file of 3 images: only the primary image is processed"),
+    ("HEIF", None, "HEIF file of 3 images: only the primary image is processed"),  # data/heic/red-green-blue-40x30
     ("MPO", {"quality": 95}, "JPEG (MPO) of 3 pictures: only the first picture is processed"),
 ])
 def test_animated_and_multi_page_files_give_their_first_frame_and_say_so(fmt, options, warning):
     first, *rest = frames_of([(200, 30, 30), (30, 200, 30), (30, 30, 200)])
-    buffer = io.BytesIO()
-    first.save(buffer, format=fmt, save_all=True, append_images=rest, **options)
+    buffer = io.BytesIO((HEIC / "red-green-blue-40x30.heic").read_bytes()) if options is None else io.BytesIO()
+    if options is not None:
+        first.save(buffer, format=fmt, save_all=True, append_images=rest, **options)
 
     info = probe(buffer.getvalue(), max_pixels=10**6)
     decoded = decode(buffer.getvalue())
