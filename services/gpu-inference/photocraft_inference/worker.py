@@ -23,6 +23,7 @@ import time
 from contextlib import nullcontext
 
 from faststream.kafka import KafkaBroker
+from opentelemetry import trace
 
 from photocraft_common.contracts import (
     ObjectRef,
@@ -132,6 +133,7 @@ class Worker:
         kind = parameters["photocraft.kind"]["string_value"]
         if kind == "filter" and source is not None and unchanging(task.model, config, params):
             produced, spent = unchanged(source), []  # nothing for Triton to do, nothing billed
+            trace.get_current_span().set_attribute("photocraft.unchanged", True)  # the task's span: no Triton call
         else:
             with step(task.model, "model"), computing() as spent:  # spent: billed as the model's compute
                 produced = await RUNNERS[kind](self._triton, task.model, config, source, params, progress)
