@@ -152,7 +152,9 @@ async def test_a_restore_job_is_one_trace_across_all_five_services(settings, s3,
     trace = await poll_trace(trace_id, lambda found: found.services >= SERVICES
                              and found.named("photocraft-storage-janitor", prefix="purge job")
                              and len(found.named("photocraft-gpu-inference", suffix=" handle")) >= len(started)
-                             and found.named("photocraft-notifier", prefix="send completed"))
+                             and found.named("photocraft-notifier", prefix="send completed")
+                             # a span ends, and is exported, after its children: wait for every parent
+                             and all(s["parent"] is None or s["parent"] in found.spans for s in found.spans.values()))
 
     # One root, the upload request; every other span a descendant of it (none whose parent is missing).
     roots = [span for span in trace.spans.values() if span["parent"] is None]
